@@ -1,0 +1,71 @@
+"""The ``cnnlab`` command: a thin layer that parses arguments and calls one function per subcommand.
+
+Each part adds its own subcommands through ``<part>/cli.py:add_commands(subparsers)`` so this file
+stays small. Every :class:`~cnnlab.errors.CnnlabError` is printed as one ``error:`` line, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from cnnlab import __version__
+from cnnlab.errors import CnnlabError
+
+# (module with add_commands, what it adds). A part whose module is absent is simply not offered.
+PART_CLIS = ("cnnlab.lab", "cnnlab.transfer.cli", "cnnlab.explain.cli", "cnnlab.adapt.cli", "cnnlab.generate.cli",
+             "cnnlab.info")
+
+
+def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
+    """Flags every command shares."""
+    g = p.add_argument_group("common")
+    g.add_argument("--out", default=out_default, help=f"run folder to write (default: {out_default})")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
+    g.add_argument("--data-root", default=None, help="folder holding MNIST/, BSDS500/, 15scene/, imagenet_val_25.npz")
+    g.add_argument("--download", action="store_true", help="download missing torchvision datasets (online users)")
+    g.add_argument("--dry-run", action="store_true", help="tiny and fast: a smoke test of the whole command")
+    g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress to the terminal")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for mod_name in PART_CLIS:
+        try:
+            mod = importlib.import_module(mod_name)
+        except ModuleNotFoundError as e:
+            if e.name == mod_name or (e.name and mod_name.startswith(e.name + ".")):
+                continue  # that part is not built yet
+            raise
+        mod.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(levelname)s %(message)s", stream=sys.stderr)
+    logging.getLogger("cnnlab").setLevel(logging.INFO)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    try:
+        result = args.func(args)
+    except CnnlabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+        return 130
+    return int(result or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

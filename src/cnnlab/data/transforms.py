@@ -1,0 +1,38 @@
+"""Batch-level preprocessing on tensors (no per-sample PIL work in training loops)."""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+
+
+def to_float(images: torch.Tensor, *, size: int | None = None, channels: int | None = None,
+             mean: Sequence[float] | None = None, std: Sequence[float] | None = None) -> torch.Tensor:
+    """uint8 B×C×H×W → float32 in [0,1]; optional channel replication (1→3, A-Q9), resize and
+    normalisation ``(x − mean) / std``."""
+    x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+    if channels is not None and x.shape[1] != channels:
+        if x.shape[1] == 1:
+            x = x.expand(-1, channels, -1, -1)
+        elif channels == 1:
+            x = x.mean(dim=1, keepdim=True)
+        else:
+            raise ValueError(f"cannot turn {x.shape[1]} channels into {channels}")
+    if size is not None and tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    if mean is not None:
+        m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        s = torch.as_tensor(std, dtype=x.dtype, device=x.device).view(1, -1, 1, 1)
+        x = (x - m) / s
+    return x.contiguous()
+
+
+def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
+                  drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling)."""
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - n % batch_size if drop_last else n
+    for s in range(0, stop, batch_size):
+        yield order[s:s + batch_size]

@@ -1,0 +1,160 @@
+"""``cnnlab lab``: run the practical part by part and write one report.
+
+Each part is a module with ``run_lab(ctx: LabContext) -> list[Section]``; it writes its own run
+folder(s) under ``ctx.part_dir(...)`` and returns the sections answering its questions. The lab
+stores them in ``<out>/<part>/sections.json`` and builds ``report.md``/``report.html`` from the run
+folders. With ``--resume``, parts that already finished are not redone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from cnnlab.errors import CnnlabError
+from cnnlab.report import Section, load_sections, save_sections, write_report
+from cnnlab.runs import Run, library_versions, resolve_device, write_json
+
+log = logging.getLogger("cnnlab")
+
+# Part letter, folder name, module with run_lab(ctx). Absent modules are skipped (part not built yet).
+LAB_PARTS = (
+    ("A", "A-transfer", "cnnlab.transfer.lab"),
+    ("B", "B-explain", "cnnlab.explain.lab"),
+    ("C", "C-adapt", "cnnlab.adapt.lab"),
+    ("D", "D-gan", "cnnlab.generate.lab"),
+)
+
+
+@dataclass
+class LabContext:
+    out: Path
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    data_root: Path | None = None
+    download: bool = False
+    quick: bool = False  # smaller budgets (minutes, not tens of minutes)
+    dry_run: bool = False  # tiny budgets: a smoke test
+    resume: bool = False
+    arch: str | None = None  # user's ImageNet model for parts A/B (None: VGG16/SqueezeNet if weights exist)
+    weights: str | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    def part_dir(self, name: str) -> Path:
+        p = self.out / name
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def budget(self, full, quick, dry):
+        """Pick a setting by mode: the full lab, ``--quick`` or ``--dry-run``."""
+        return dry if self.dry_run else quick if self.quick else full
+
+
+def _load_part(module: str):
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):
+            return None
+        raise
+
+
+def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
+    ctx.out.mkdir(parents=True, exist_ok=True)
+    run = Run.create(ctx.out, "lab", {k: v for k, v in vars(ctx).items() if k != "device"} | {"device": str(ctx.device)},
+                     ctx.seed, resume=ctx.resume)
+    timings = {}
+    try:
+        todo = [(letter, folder, mod) for letter, folder, mod in LAB_PARTS if letter in parts]
+        for i, (letter, folder, module) in enumerate(todo, 1):
+            part_dir = ctx.out / folder
+            done = part_dir / "sections.json"
+            if ctx.resume and done.exists():
+                print(f"[{i}/{len(todo)}] Part {letter}: already done, kept ({done})")
+                continue
+            mod = _load_part(module)
+            if mod is None:
+                print(f"[{i}/{len(todo)}] Part {letter}: not available in this version, skipped")
+                continue
+            print(f"[{i}/{len(todo)}] Part {letter}: running …", flush=True)
+            t0 = time.perf_counter()
+            torch.manual_seed(ctx.seed)
+            sections = mod.run_lab(ctx)
+            timings[letter] = round(time.perf_counter() - t0, 1)
+            save_sections(ctx.part_dir(folder), sections)
+            print(f"[{i}/{len(todo)}] Part {letter}: done in {timings[letter]:.0f} s", flush=True)
+        run.log_metrics(part_seconds=timings)
+        return build_report(ctx.out)
+    finally:
+        run.close()
+
+
+def build_report(lab_root: str | Path) -> tuple[Path, Path]:
+    """Rebuild the report from the part folders of a lab run."""
+    lab_root = Path(lab_root)
+    sections: list[Section] = []
+    for _, folder, _ in LAB_PARTS:
+        sections += load_sections(lab_root / folder)
+    if not sections:
+        raise CnnlabError(f"{lab_root} holds no finished part (no */sections.json); run `cnnlab lab --out {lab_root}` first")
+    cfg = Run.open(lab_root).config if (lab_root / "config.json").exists() else {}
+    v = cfg.get("versions") or library_versions()
+    intro = (f"Built by cnnlab {v.get('cnnlab', '?')} from the run folders in this directory "
+             f"(seed {cfg.get('seed', '?')}, torch {v.get('torch', '?')}, torchvision {v.get('torchvision', '?')}). "
+             "Every number below is measured by the run; every figure is a file next to this report.")
+    return write_report(lab_root, sections, title="cnnlab: the deep-learning-for-vision practical", intro=intro)
+
+
+# --------------------------------------------------------------------------- CLI
+def _parse_floats(s: str | None):
+    if s is None:
+        return None
+    vals = tuple(float(x) for x in s.split(","))
+    return vals * 3 if len(vals) == 1 else vals
+
+
+def _cmd_lab(args) -> int:
+    from cnnlab.runs import seed_everything
+
+    seed_everything(args.seed)
+    ctx = LabContext(out=Path(args.out), seed=args.seed, device=resolve_device(args.device),
+                     data_root=Path(args.data_root) if args.data_root else None, download=args.download,
+                     quick=args.quick, dry_run=args.dry_run, resume=args.resume, arch=args.arch,
+                     weights=args.weights, mean=_parse_floats(args.mean), std=_parse_floats(args.std))
+    parts = args.parts.upper()
+    if bad := set(parts) - set("ABCD"):
+        raise CnnlabError(f"--parts {args.parts!r}: unknown part(s) {''.join(sorted(bad))}; use letters from ABCD")
+    md, html = run_lab(ctx, parts)
+    print(f"report: {html}\n        {md}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    md, html = build_report(args.run)
+    print(f"report: {html}\n        {md}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from cnnlab.cli import add_common
+
+    p = sub.add_parser("lab", help="run the whole practical and write report.html + report.md",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common(p, out_default="runs/lab")
+    p.add_argument("--quick", action="store_true", help="smaller budgets (a few minutes in all)")
+    p.add_argument("--parts", default="ABCD", help="which parts to run, e.g. AB")
+    p.add_argument("--arch", default=None, help="ImageNet model for parts A/B (default: VGG16/SqueezeNet when their weights are cached)")
+    p.add_argument("--weights", default=None, help="DEFAULT, or a .pth state dict for --arch")
+    p.add_argument("--mean", default=None, help="normalisation mean for a weights file, e.g. 0.5 or 0.485,0.456,0.406")
+    p.add_argument("--std", default=None, help="normalisation std for a weights file")
+    p.set_defaults(func=_cmd_lab)
+    r = sub.add_parser("report", help="rebuild report.html/report.md from a lab run folder")
+    r.add_argument("run", help="the lab's --out folder")
+    r.set_defaults(func=_cmd_report)

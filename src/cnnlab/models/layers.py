@@ -1,0 +1,97 @@
+"""Layer names: torchvision FX node names, plus short aliases per architecture.
+
+VGG gets the course's names: ``[:-2]`` of ``vgg16.classifier`` is relu7 (``classifier.4``), ``[:-4]``
+is relu6 (``classifier.1``; the dropout after it is inactive in eval mode), ``[:-7]`` is the
+flattened pool5 (``flatten``). Every model gets ``penultimate`` (the input of its classifier head)
+and ``logits`` (its output).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch.nn as nn
+
+from cnnlab.errors import CnnlabError
+
+VGG_ALIASES = {"pool5": "flatten", "fc6": "classifier.0", "relu6": "classifier.1", "fc7": "classifier.3",
+               "relu7": "classifier.4", "logits": "classifier.6"}
+
+# Architecture family → aliases (besides the generic penultimate/logits).
+FAMILY_ALIASES = {
+    "vgg": VGG_ALIASES,
+    "resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
+    "resnext": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
+    "wide_resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
+    "mobilenet_v2": {"pool": "flatten", "last_conv": "features.18", "block14": "features.14",
+                     "block16": "features.16", "logits": "classifier.1"},
+    "squeezenet": {"fire8": "features.11", "fire9": "features.12", "conv10": "classifier.2", "logits": "flatten"},
+    "alexnet": {"pool5": "flatten", "relu6": "classifier.2", "relu7": "classifier.5", "logits": "classifier.6"},
+    "densenet": {"pool": "flatten", "logits": "classifier"},
+    "digitnet": {"conv": "flatten", "fc1": "classifier.0", "relu_fc1": "classifier.1", "logits": "classifier.3"},
+}
+
+DEFAULT_LAYER = {"vgg": "relu7", "alexnet": "relu7", "squeezenet": "fire9", "digitnet": "relu_fc1"}
+
+
+def family(arch: str) -> str:
+    for fam in sorted(FAMILY_ALIASES, key=len, reverse=True):
+        if arch.startswith(fam):
+            return fam
+    return arch
+
+
+@functools.lru_cache(maxsize=64)
+def _node_names_cached(model_id: int, model: nn.Module) -> tuple[str, ...]:
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    _, eval_nodes = get_graph_node_names(model)
+    return tuple(eval_nodes)
+
+
+def node_names(model: nn.Module) -> list[str]:
+    """Every FX node name of ``model`` in eval mode (the names ``create_feature_extractor`` takes)."""
+    return list(_node_names_cached(id(model), model))
+
+
+def layer_aliases(arch: str, model: nn.Module) -> dict[str, str]:
+    """Alias → node name for ``arch``, including the generic ``penultimate`` and ``logits``."""
+    nodes = node_names(model)
+    aliases: dict[str, str] = {}
+    last_linear = None
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Linear):
+            last_linear = name
+    if "flatten" in nodes:
+        aliases["penultimate"] = "flatten"
+    elif last_linear is not None:
+        i = nodes.index(last_linear) if last_linear in nodes else len(nodes) - 1
+        aliases["penultimate"] = nodes[i - 1]
+    aliases["logits"] = [n for n in nodes if n != "output"][-1]
+    for alias, node in FAMILY_ALIASES.get(family(arch), {}).items():
+        if node in nodes:
+            aliases[alias] = node
+    return aliases
+
+
+def default_layer(arch: str) -> str:
+    return DEFAULT_LAYER.get(family(arch), "penultimate")
+
+
+def resolve_layers(arch: str, model: nn.Module, names: list[str]) -> dict[str, str]:
+    """Requested names (aliases or node names) → {requested name: node name}. Unknown names are one
+    clear error listing the aliases and some node names."""
+    aliases = layer_aliases(arch, model)
+    nodes = node_names(model)
+    out = {}
+    for n in names:
+        if n in aliases:
+            out[n] = aliases[n]
+        elif n in nodes and n != "x":
+            out[n] = n
+        else:
+            sample = ", ".join(nodes[1:8] + ["…"] + nodes[-6:-1]) if len(nodes) > 14 else ", ".join(nodes[1:-1])
+            raise CnnlabError(
+                f"--layers: {n!r} is not a layer of {arch}. Aliases: {', '.join(aliases)}. "
+                f"Node names ({len(nodes)}): {sample}. `cnnlab layers --arch {arch}` lists them all")
+    return out
