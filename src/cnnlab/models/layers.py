@@ -23,8 +23,7 @@ FAMILY_ALIASES = {
     "resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
     "resnext": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
     "wide_resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
-    "mobilenet_v2": {"pool": "flatten", "last_conv": "features.18", "block14": "features.14",
-                     "block16": "features.16", "logits": "classifier.1"},
+    "mobilenet_v2": {"pool": "flatten", "last_conv": "features.18", "logits": "classifier.1"},
     "squeezenet": {"fire8": "features.11", "fire9": "features.12", "conv10": "classifier.2", "logits": "flatten"},
     "alexnet": {"pool5": "flatten", "relu6": "classifier.2", "relu7": "classifier.5", "logits": "classifier.6"},
     "densenet": {"pool": "flatten", "logits": "classifier"},
@@ -62,11 +61,15 @@ def layer_aliases(arch: str, model: nn.Module) -> dict[str, str]:
     for name, m in model.named_modules():
         if isinstance(m, nn.Linear):
             last_linear = name
-    if "flatten" in nodes:
+    modules = dict(model.named_modules())
+    if last_linear is not None and last_linear in nodes:
+        # the input of the classifier head, skipping dropouts (identities in eval mode)
+        i = nodes.index(last_linear) - 1
+        while i > 0 and isinstance(modules.get(nodes[i]), nn.Dropout):
+            i -= 1
+        aliases["penultimate"] = nodes[i]
+    elif "flatten" in nodes:
         aliases["penultimate"] = "flatten"
-    elif last_linear is not None:
-        i = nodes.index(last_linear) if last_linear in nodes else len(nodes) - 1
-        aliases["penultimate"] = nodes[i - 1]
     aliases["logits"] = [n for n in nodes if n != "output"][-1]
     for alias, node in FAMILY_ALIASES.get(family(arch), {}).items():
         if node in nodes:

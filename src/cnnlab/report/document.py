@@ -96,12 +96,15 @@ def _inline_html(text: str) -> str:
     return t
 
 
+_BULLET = re.compile(r"^\s*[-*] ")
+
+
 def _text_html(md: str) -> str:
     parts = []
     for para in re.split(r"\n\s*\n", md.strip()):
         lines = para.splitlines()
         if all(re.match(r"\s*[-*] ", ln) for ln in lines):
-            items = "".join(f"<li>{_inline_html(re.sub(r'^\s*[-*] ', '', ln))}</li>" for ln in lines)
+            items = "".join("<li>" + _inline_html(_BULLET.sub("", ln)) + "</li>" for ln in lines)
             parts.append(f"<ul>{items}</ul>")
         else:
             parts.append(f"<p>{_inline_html(' '.join(lines))}</p>")
