@@ -138,6 +138,15 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+def cache_dir(*parts: str) -> Path:
+    """cnnlab's cache (extracted features, pretrained small networks, built datasets):
+    ``$CNNLAB_CACHE`` or ``~/.cache/cnnlab``."""
+    root = Path(os.environ.get("CNNLAB_CACHE") or Path.home() / ".cache" / "cnnlab")
+    p = root.joinpath(*parts)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
 # --------------------------------------------------------------------------- the run folder
 class Run:
     """One run folder. Create with :meth:`Run.create`; open an existing one with :meth:`Run.open`."""

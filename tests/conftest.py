@@ -1,0 +1,21 @@
+"""Test setup: offline, deterministic, caches in a temporary folder, progress bars off."""
+
+import os
+
+import pytest
+import torch
+
+os.environ["CNNLAB_PROGRESS"] = "0"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    os.environ["CNNLAB_CACHE"] = str(tmp_path_factory.mktemp("cnnlab-cache"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    yield
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+    yield
