@@ -50,9 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(levelname)s %(message)s", stream=sys.stderr)
-    logging.getLogger("cnnlab").setLevel(logging.INFO)
+    # The run folder's log.txt gets INFO; the terminal only warnings unless --verbose.
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if args.verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.getLogger("cnnlab")
+    logger.addHandler(console)
+    logger.setLevel(logging.INFO)
     if not getattr(args, "func", None):
         parser.print_help()
         return 1

@@ -23,14 +23,17 @@ FAMILY_ALIASES = {
     "resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
     "resnext": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
     "wide_resnet": {"pool": "flatten", "layer3": "layer3", "layer4": "layer4", "logits": "fc"},
-    "mobilenet_v2": {"pool": "flatten", "last_conv": "features.18", "logits": "classifier.1"},
+    "mobilenet_v2": {"pool": "flatten", "block13": "features.13.add", "block15": "features.15.add",
+                     "block16": "features.16.add", "block17": "features.17.conv.3", "last_conv": "features.18",
+                     "logits": "classifier.1"},
     "squeezenet": {"fire8": "features.11", "fire9": "features.12", "conv10": "classifier.2", "logits": "flatten"},
     "alexnet": {"pool5": "flatten", "relu6": "classifier.2", "relu7": "classifier.5", "logits": "classifier.6"},
     "densenet": {"pool": "flatten", "logits": "classifier"},
     "digitnet": {"conv": "flatten", "fc1": "classifier.0", "relu_fc1": "classifier.1", "logits": "classifier.3"},
 }
 
-DEFAULT_LAYER = {"vgg": "relu7", "alexnet": "relu7", "squeezenet": "fire9", "digitnet": "relu_fc1"}
+DEFAULT_LAYER = {"vgg": "relu7", "alexnet": "relu7", "squeezenet": "fire9", "digitnet": "relu_fc1",
+                 "mobilenet_v2": "pool", "resnet": "pool", "densenet": "pool"}
 
 
 def family(arch: str) -> str:

@@ -1,0 +1,248 @@
+"""Training on the shared loop: source-only, DANN and the target-only oracle.
+
+One DANN step (Ganin & Lempitsky 2015, Algorithm 1) on a source batch (xs, ys) and a target batch xt:
+
+    f      = G_f([xs; xt])                         (2B, 2352)   one pass through the feature extractor
+    L_y    = CE(G_y(f[:B]), ys)                                  label loss, source only
+    L_d    = BCE(G_d(GRL_λ(f)), [1…1, 0…0])                      domain loss, source = 1, target = 0
+    (L_y + L_d).backward()                                       the GRL turns ∂L_d/∂f into −λ·∂L_d/∂f
+
+so the domain head minimises L_d while the feature extractor maximises it. Every epoch ends with an
+evaluation that holds the model-selection criteria (source validation accuracy, DEV risk, target
+entropy: no target label) next to the test accuracies (target test accuracy: reporting/oracle only),
+and the epoch's weights are kept for selection and pseudo-labelling.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from cnnlab.adapt.domains import DomainPair, preprocess
+from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
+from cnnlab.adapt.networks import DANNNet
+from cnnlab.adapt import selection
+from cnnlab.data import index_batches
+from cnnlab.errors import CnnlabError
+from cnnlab.runs import save_torch
+from cnnlab.train import TrainState, fit
+
+log = logging.getLogger("cnnlab")
+
+METHODS = ("source_only", "dann", "target_only")
+METHOD_LABELS = {"source_only": "source only", "dann": "DANN", "target_only": "target only (oracle: target labels)"}
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """One training run. Defaults are the course's (DANN: 20 epochs, 64 + 64 per batch)."""
+
+    method: str = "dann"
+    epochs: int = 20
+    batch_size: int = 64  # per domain for DANN
+    lr: LRSchedule = field(default_factory=LRSchedule)
+    lambda_schedule: LambdaSchedule = field(default_factory=LambdaSchedule)
+    momentum: float = 0.9
+    seed: int = 0
+    precision: str = "fp32"  # or "bf16" (autocast; much faster on CPUs with AMX/AVX512-BF16 and on GPUs)
+    dev_samples: int = 2000  # target/source-train images for the DEV domain discriminator
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise CnnlabError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise CnnlabError(f"--precision {self.precision!r}: choose fp32 or bf16")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise CnnlabError(f"epochs ({self.epochs}) and batch size ({self.batch_size}) must be at least 1")
+
+
+def course_config(method: str, **overrides) -> AdaptConfig:
+    """The course's settings: source-only and target-only 10 epochs of 128, DANN 20 epochs of 64 + 64."""
+    base = AdaptConfig(method=method, epochs=20, batch_size=64) if method == "dann" else \
+        AdaptConfig(method=method, epochs=10, batch_size=128)
+    return replace(base, **overrides)
+
+
+@dataclass
+class AdaptResult:
+    name: str
+    config: AdaptConfig
+    model: DANNNet
+    history: list[dict]
+    epoch_weights: dict[int, Path]  # epoch → state dict file
+
+    def load_epoch(self, epoch: int, device: torch.device | str = "cpu") -> DANNNet:
+        net = DANNNet(num_classes=self.model.classifier[-1].out_features).to(device)
+        net.load_state_dict(torch.load(self.epoch_weights[epoch], map_location=device, weights_only=True))
+        return net.eval()
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, lambda_: float | None,
+                precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """Label and domain losses of one DANN batch (preprocessed inputs). ``lambda_=None``: no GRL."""
+    b = xs.shape[0]
+    with autocast(precision, xs.device):
+        f = net.features(torch.cat([xs, xt]))  # (Bs+Bt, 2352): one pass for both domains
+        logits = net.classifier(f[:b])  # (Bs, C)
+        d_logits = net.domain_logits(f, lambda_)  # (Bs+Bt,)
+    d_true = torch.cat([torch.ones(b, device=xs.device), torch.zeros(xt.shape[0], device=xs.device)])
+    class_loss = F.cross_entropy(logits.float(), ys)
+    domain_loss = F.binary_cross_entropy_with_logits(d_logits.float(), d_true)
+    return {"class_loss": class_loss, "domain_loss": domain_loss,
+            "class_acc": (logits.argmax(1) == ys).float().mean(),
+            "domain_acc": ((d_logits > 0).float() == d_true).float().mean()}
+
+
+def class_loss(net: DANNNet, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    with autocast(precision, x.device):
+        logits = net(x)
+    loss = F.cross_entropy(logits.float(), y)
+    return {"class_loss": loss, "class_acc": (logits.argmax(1) == y).float().mean()}
+
+
+# --------------------------------------------------------------------------- evaluation
+@torch.no_grad()
+def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int = 1000,
+                        precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """uint8 images → (2352-d features, class logits, domain logits), float32 on CPU."""
+    dev = next(net.parameters()).device
+    fs, ls, ds = [], [], []
+    for s in range(0, len(images), batch_size):
+        x = preprocess(images[s:s + batch_size].to(dev))
+        with autocast(precision, dev):
+            f = net.features(x)
+            ls.append(net.classifier(f).float().cpu())
+            ds.append(net.domain_logits(f, None).float().cpu())
+        fs.append(f.float().cpu())
+    return torch.cat(fs), torch.cat(ls), torch.cat(ds)
+
+
+class Evaluator:
+    """End-of-epoch metrics. Fixed image samples (drawn once from ``seed``) so every epoch is comparable."""
+
+    def __init__(self, domains: DomainPair, *, method: str, dev_samples: int = 2000, seed: int = 0,
+                 precision: str = "fp32"):
+        g = torch.Generator().manual_seed(seed + 7919)
+        n_dev = min(dev_samples, len(domains.source_train), len(domains.target_train))
+        self.dev_source = domains.source_train.images[torch.randperm(len(domains.source_train), generator=g)[:n_dev]]
+        self.dev_target = domains.target_train.images[torch.randperm(len(domains.target_train), generator=g)[:n_dev]]
+        self.d = domains
+        self.method = method
+        self.precision = precision
+
+    def __call__(self, net: DANNNet) -> dict[str, float]:
+        d, p = self.d, self.precision
+        f_val, l_val, _ = features_and_logits(net, d.source_val.images, precision=p)
+        _, l_st, dl_st = features_and_logits(net, d.source_test.images, precision=p)
+        _, l_tt, dl_tt = features_and_logits(net, d.target_test.images, precision=p)
+        f_s, _, _ = features_and_logits(net, self.dev_source, precision=p)
+        f_t, l_t, _ = features_and_logits(net, self.dev_target, precision=p)
+        row = {
+            "source_val_acc": _acc(l_val, d.source_val.labels),
+            "source_test_acc": _acc(l_st, d.source_test.labels),
+            "target_test_acc": _acc(l_tt, d.target_test.labels),  # uses target labels: reporting / oracle only
+            "dev_risk": selection.dev_risk(f_s, f_t, f_val, F.cross_entropy(l_val, d.source_val.labels, reduction="none")),
+            "target_entropy": selection.mean_entropy(l_t),
+        }
+        if self.method == "dann":  # the domain head is trained only by DANN
+            correct = torch.cat([(dl_st > 0), (dl_tt <= 0)]).float()
+            row["domain_acc"] = correct.mean().item()
+        return row
+
+
+def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return (logits.argmax(1) == labels).float().mean().item() if len(labels) else float("nan")
+
+
+# --------------------------------------------------------------------------- training
+def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, name: str | None = None,
+                device: torch.device | str = "cpu", resume: bool = False, init: DANNNet | None = None) -> AdaptResult:
+    """Train one model with ``config`` into ``out/<name>`` (checkpoint + per-epoch weights)."""
+    device = torch.device(device)
+    name = name or config.method
+    folder = Path(out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(config.seed)  # the network's initialisation
+    net = DANNNet(num_classes=len(domains.classes)).to(device).to(memory_format=torch.channels_last)
+    if init is not None:
+        net.load_state_dict(init.state_dict())
+    opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum)
+    g = torch.Generator().manual_seed(config.seed)
+    state = TrainState({"net": net}, {"opt": opt}, generator=g)
+
+    s_img, s_lab = domains.source_train.images, domains.source_train.labels
+    t_img, t_lab = domains.target_train.images, domains.target_train.labels
+    b = config.batch_size
+    if config.method == "dann":
+        steps = min(len(s_img) // b, len(t_img) // b)
+    else:
+        n = len(s_img) if config.method == "source_only" else len(t_img)
+        steps = -(-n // b)
+    if steps == 0:
+        raise CnnlabError(f"batch size {b} is larger than a training set ({len(s_img)} source, {len(t_img)} target images)")
+    total = steps * config.epochs
+
+    def batches(st: TrainState):
+        if config.method == "dann":  # one source and one target batch per step, shortest domain sets the epoch
+            src = index_batches(len(s_img), b, generator=st.generator, drop_last=True)
+            tgt = index_batches(len(t_img), b, generator=st.generator, drop_last=True)
+            for i_s, i_t in zip(src, tgt):
+                yield s_img[i_s], s_lab[i_s], t_img[i_t]
+        else:
+            imgs, labs = (s_img, s_lab) if config.method == "source_only" else (t_img, t_lab)
+            for i in index_batches(len(imgs), b, generator=st.generator):
+                yield imgs[i], labs[i], None
+
+    def step(st: TrainState, batch) -> dict[str, float]:
+        xs, ys, xt = batch
+        lr = config.lr(config.lr.progress(epoch=st.epoch, epochs=config.epochs, step=st.step, steps=total))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        xs, ys = preprocess(xs.to(device)), ys.to(device)
+        if xt is not None:
+            lam = config.lambda_schedule(st.step / total)
+            out = dann_losses(net, xs, ys, preprocess(xt.to(device)),
+                              lam if config.lambda_schedule.reverses else None, config.precision)
+            loss = out["class_loss"] + out["domain_loss"]
+        else:
+            lam = 0.0
+            out = class_loss(net, xs, ys, config.precision)
+            loss = out["class_loss"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        row = {k: v.item() for k, v in out.items()}
+        if xt is not None:
+            row["lambda"] = lam
+        return {**row, "lr": lr}
+
+    evaluator = Evaluator(domains, method=config.method, dev_samples=config.dev_samples, seed=config.seed,
+                          precision=config.precision)
+    weights: dict[int, Path] = {}
+
+    def on_epoch_end(st: TrainState, row: dict) -> None:
+        path = folder / f"epoch{st.epoch:03d}.pt"
+        save_torch(path, {k: v.detach().cpu() for k, v in net.state_dict().items()})
+        weights[st.epoch] = path
+
+    fit(state, epochs=config.epochs, batches=batches, step=step, evaluate=lambda st: evaluator(net),
+        checkpoint=folder / "checkpoint.pt", resume=resume, on_epoch_end=on_epoch_end, desc=name)
+    for e in range(1, config.epochs + 1):  # weights of epochs finished before a resume
+        if (folder / f"epoch{e:03d}.pt").exists():
+            weights.setdefault(e, folder / f"epoch{e:03d}.pt")
+    return AdaptResult(name, config, net, state.history, weights)
+
+
+def config_dict(config: AdaptConfig) -> dict:
+    return asdict(config)

@@ -1,0 +1,83 @@
+"""Choosing a checkpoint without target labels.
+
+In unsupervised domain adaptation the target labels are unknown, so "the epoch with the best target
+test accuracy" is not a usable rule: it is reported only as the *oracle*. The label-free criteria:
+
+* ``source_val_acc``: accuracy on held-out labelled source images (higher is better). Cheap, but it
+  measures the source domain, not the target.
+* ``dev_risk``: Deep Embedded Validation (You, Wang, Cao & Long, ICML 2019). The source validation
+  loss is importance-weighted by the density ratio w(x) = p_t(x)/p_s(x) in feature space, estimated by
+  a domain discriminator (logistic regression) trained on source and target features; a control
+  variate (η = −Cov(w·ℓ, w)/Var(w)) cuts the variance of the weighted mean. Lower is better.
+* ``target_entropy``: mean prediction entropy on target images (Morerio, Cavazza & Murino, ICLR 2018).
+  Lower is better; it can prefer over-confident models, so it is shown for comparison.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+# criterion → (direction, uses target labels?, label for tables)
+CRITERIA = {
+    "last": (None, False, "last epoch"),
+    "source_val_acc": ("max", False, "source validation accuracy"),
+    "dev_risk": ("min", False, "DEV risk (You et al. 2019)"),
+    "target_entropy": ("min", False, "target entropy"),
+    "target_test_acc": ("max", True, "ORACLE: best on target test (uses target labels)"),
+}
+LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy")
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    logp = torch.log_softmax(logits.float(), dim=1)
+    return float(-(logp.exp() * logp).sum(1).mean())
+
+
+def density_ratio(source_feats: torch.Tensor, target_feats: torch.Tensor, query: torch.Tensor) -> np.ndarray:
+    """w(x) = p_t(x)/p_s(x) at ``query`` from a logistic-regression domain discriminator on standardised features."""
+    from sklearn.linear_model import LogisticRegression
+
+    xs, xt, xq = (t.double().numpy() for t in (source_feats, target_feats, query))
+    mu, sd = np.concatenate([xs, xt]).mean(0), np.concatenate([xs, xt]).std(0) + 1e-6
+    x = (np.concatenate([xs, xt]) - mu) / sd
+    y = np.r_[np.zeros(len(xs)), np.ones(len(xt))]
+    clf = LogisticRegression(C=0.1, max_iter=300).fit(x, y)  # deterministic (lbfgs), no RNG
+    p_t = np.clip(clf.predict_proba((xq - mu) / sd)[:, 1], 1e-4, 1 - 1e-4)
+    return (len(xs) / len(xt)) * p_t / (1 - p_t)
+
+
+def dev_risk(source_feats: torch.Tensor, target_feats: torch.Tensor, val_feats: torch.Tensor,
+             val_losses: torch.Tensor) -> float:
+    """DEV (Algorithm 1 of You et al. 2019): control-variate estimate of the target risk."""
+    w = density_ratio(source_feats, target_feats, val_feats)
+    loss = val_losses.double().numpy()
+    wl = w * loss
+    var_w = w.var(ddof=1) if len(w) > 1 else 0.0
+    eta = -np.cov(wl, w)[0, 1] / var_w if var_w > 0 else 0.0
+    return float(wl.mean() + eta * w.mean() - eta)
+
+
+def select_epoch(history: list[dict], criterion: str) -> dict:
+    """The history row (one per epoch) that ``criterion`` picks."""
+    if not history:
+        raise ValueError("empty history")
+    direction = CRITERIA[criterion][0]
+    if direction is None:
+        return history[-1]
+    rows = [r for r in history if r.get(criterion) is not None and np.isfinite(r[criterion])]
+    if not rows:
+        return history[-1]
+    key = (lambda r: r[criterion]) if direction == "max" else (lambda r: -r[criterion])
+    return max(rows, key=key)  # first of equals: the earliest epoch
+
+
+def selection_rows(name: str, history: list[dict], criteria=tuple(CRITERIA)) -> list[dict]:
+    """One row per criterion: the epoch it picks and the target test accuracy there."""
+    out = []
+    for c in criteria:
+        r = select_epoch(history, c)
+        out.append({"model": name, "selected by": CRITERIA[c][2], "epoch": r["epoch"],
+                    "target test acc": r.get("target_test_acc"), "source test acc": r.get("source_test_acc"),
+                    "uses target labels": "yes (oracle)" if CRITERIA[c][1] else "no"})
+    return out

@@ -1,0 +1,68 @@
+"""One discriminator step and one generator step, as separate functions (Goodfellow et al. 2014).
+
+D maximises log D(x) + log(1 − D(G(z))): BCE with target 1 on real images, 0 on generated ones.
+G has two losses (D-Q3):
+
+* ``"non-saturating"`` (the course's default): maximise log D(G(z)), i.e. BCE(D(G(z)), 1);
+  strong gradients when D confidently rejects the samples (early training);
+* ``"saturating"`` (the minimax game's "true" loss): minimise log(1 − D(G(z))); its gradient
+  vanishes exactly when D wins, so G barely learns at the start.
+
+Both steps work on D's logits with ``binary_cross_entropy_with_logits``: the same values as BCE on
+the Sigmoid output, without log(0) when D saturates.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+G_LOSSES = ("non-saturating", "saturating")
+
+
+def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
+    return D.logits(x, y) if hasattr(D, "logits") else torch.logit(D(x, y), eps=1e-7)
+
+
+def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
+           y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None) -> dict[str, float]:
+    """One update of D on a real batch and a generated batch (``fake`` is detached here, so G is
+    untouched). Returns the D loss, mean D(x) and mean D(G(z)) before the update."""
+    opt_d.zero_grad(set_to_none=True)
+    out_real = _logits(D, real, y)  # (B,)
+    out_fake = _logits(D, fake.detach(), y if y_fake is None else y_fake)  # (B,)
+    # two BCE terms, each a mean over its batch (the course's errD_real + errD_fake)
+    loss = (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
+            + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
+    loss.backward()
+    opt_d.step()
+    return {"loss_D": loss.item(), "D_x": torch.sigmoid(out_real).mean().item(),
+            "D_G_z": torch.sigmoid(out_fake).mean().item()}
+
+
+def generator_loss(logits_fake: torch.Tensor, kind: str = "non-saturating") -> torch.Tensor:
+    if kind == "non-saturating":
+        return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))  # −log D(G(z))
+    if kind == "saturating":
+        return -F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))  # log(1 − D(G(z)))
+    raise ValueError(f"generator loss {kind!r}: choose one of {', '.join(G_LOSSES)}")
+
+
+def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, y: torch.Tensor | None = None,
+           *, loss: str = "non-saturating") -> dict[str, float]:
+    """One update of G through D (``fake = G(z)`` must carry G's graph). D's parameters are frozen
+    for the backward pass, so D is neither updated nor charged for weight gradients."""
+    frozen = [p for p in D.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        opt_g.zero_grad(set_to_none=True)
+        out = _logits(D, fake, y)  # (B,), D as just updated by d_step
+        lg = generator_loss(out, loss)
+        lg.backward()
+        opt_g.step()
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+    return {"loss_G": lg.item(), "D_G_z_after": torch.sigmoid(out.detach()).mean().item()}

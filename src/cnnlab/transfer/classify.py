@@ -1,0 +1,106 @@
+"""Classifying CNN features with a linear SVM (Part A).
+
+The layer and C are chosen by stratified cross-validation on the TRAIN split only. Test accuracy is
+computed for every (layer, C) so the report can show the whole grid, but it never takes part in the
+choice. Optional PCA before the SVM measures the time/accuracy trade-off (A-Q11).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import confusion_matrix
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
+
+DEFAULT_CS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
+
+
+def linear_svc(C: float, seed: int = 0) -> LinearSVC:
+    # The course's classifier: one-vs-rest LinearSVC. More iterations than sklearn's default: at
+    # large C on normalised features the default 1000 often stops short.
+    return LinearSVC(C=C, max_iter=5000, random_state=seed)
+
+
+def combine(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
+    """Concatenate layers (each already L2-normalised) and re-normalise: ``relu6+relu7``."""
+    if len(names) == 1:
+        return np.asarray(arrays[names[0]])
+    x = np.concatenate([np.asarray(arrays[n]) for n in names], axis=1)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class SVMStudy:
+    rows: list[dict]  # one per (layer, C): cv_acc (train split), test_acc, fit seconds
+    layer: str  # the selection (by CV only)
+    C: float
+    cv_acc: float
+    test_acc: float
+    confusion: np.ndarray
+    per_class: list[dict]
+    predictions: np.ndarray
+    extra: dict = field(default_factory=dict)
+
+
+def _folds(y: np.ndarray, cv: int, seed: int) -> StratifiedKFold:
+    k = int(max(2, min(cv, np.bincount(y).min())))
+    return StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+
+
+def svm_study(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train, y_test, classes: list[str], *,
+              layers: list[str] | None = None, Cs=DEFAULT_CS, cv: int = 5, seed: int = 0, n_jobs: int = 1) -> SVMStudy:
+    """Sweep ``layers`` (names of ``train``/``test``, or ``a+b`` combinations) × ``Cs``."""
+    y_train, y_test = np.asarray(y_train), np.asarray(y_test)
+    layers = layers or list(train)
+    folds = _folds(y_train, cv, seed)
+    rows, best = [], None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for layer in layers:
+            names = layer.split("+")
+            Xtr, Xte = combine(train, names), combine(test, names)
+            for C in Cs:
+                t0 = time.perf_counter()
+                cv_acc = float(cross_val_score(linear_svc(C, seed), Xtr, y_train, cv=folds, n_jobs=n_jobs).mean())
+                clf = linear_svc(C, seed).fit(Xtr, y_train)
+                test_acc = float((clf.predict(Xte) == y_test).mean())
+                rows.append({"layer": layer, "dim": int(Xtr.shape[1]), "C": C, "cv_acc": cv_acc, "test_acc": test_acc,
+                             "seconds": round(time.perf_counter() - t0, 3)})
+                if best is None or cv_acc > best[0] + 1e-12:
+                    best = (cv_acc, layer, C, clf, test_acc)
+    cv_acc, layer, C, clf, test_acc = best
+    pred = clf.predict(combine(test, layer.split("+")))
+    cm = confusion_matrix(y_test, pred, labels=list(range(len(classes))))
+    per_class = [{"class": c, "n_test": int(cm[i].sum()),
+                  "accuracy": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")}
+                 for i, c in enumerate(classes)]
+    return SVMStudy(rows, layer, C, cv_acc, test_acc, cm, per_class, pred)
+
+
+def pca_study(Xtr: np.ndarray, Xte: np.ndarray, y_train, y_test, *, C: float, dims=(8, 16, 32, 64, 128, 256, 512),
+              seed: int = 0) -> list[dict]:
+    """Accuracy and time of PCA(d) + LinearSVC(C) against no PCA (A-Q11)."""
+    from sklearn.decomposition import PCA
+
+    Xtr, Xte = np.asarray(Xtr), np.asarray(Xte)
+    rows = []
+    full_dim = Xtr.shape[1]
+    usable = [d for d in dims if d < min(full_dim, len(Xtr))] + [None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for d in usable:
+            model = linear_svc(C, seed) if d is None else make_pipeline(PCA(d, random_state=seed), linear_svc(C, seed))
+            t0 = time.perf_counter()
+            model.fit(Xtr, y_train)
+            fit_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            acc = float((model.predict(Xte) == np.asarray(y_test)).mean())
+            rows.append({"pca_dim": d if d is not None else f"none ({full_dim})", "fit_seconds": round(fit_s, 4),
+                         "predict_seconds": round(time.perf_counter() - t0, 4), "test_acc": acc})
+    return rows
