@@ -60,7 +60,7 @@ def decode_image(path: str | os.PathLike, size: int | None, channels: int = 3) -
                 img = img.resize((nw, nh), Image.BILINEAR, reducing_gap=3.0)
                 left, top = (nw - size) // 2, (nh - size) // 2
                 img = img.crop((left, top, left + size, top + size))
-            arr = np.asarray(img, dtype=np.uint8)
+            arr = np.array(img, dtype=np.uint8)  # a writable copy for torch
     except UnidentifiedImageError:
         raise ValueError("not a readable image (unknown or corrupt format)") from None
     except Image.DecompressionBombError as e:

@@ -1,0 +1,102 @@
+"""Feature extraction: in-place safety, one pass for many layers, cache, sklearn API, SVM selection."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from sklearn.base import clone
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import Pipeline
+from sklearn.svm import LinearSVC
+
+from cnnlab.data import TensorImageSet
+from cnnlab.models import build_model
+from cnnlab.transfer.classify import svm_study
+from cnnlab.transfer.features import extract_features, make_extractor
+from cnnlab.transfer.sklearn_api import CNNFeatures
+
+
+class InplaceNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.relu = nn.ReLU(inplace=True)
+        self.out = nn.Linear(6, 2)
+
+    def forward(self, x):
+        return self.out(self.relu(self.fc(x)))
+
+
+def test_extractor_copies_before_an_inplace_relu_overwrites():
+    torch.manual_seed(0)
+    net = InplaceNet().eval()
+    x = torch.randn(5, 4)
+    outs = make_extractor(net, ["fc", "relu", "out"])(x)
+    expected_fc = net.fc(x)
+    assert (expected_fc < 0).any()  # the test is meaningful: the ReLU would change these values
+    assert torch.allclose(outs["fc"], expected_fc)  # pre-ReLU values survive the in-place ReLU
+    assert torch.allclose(outs["relu"], expected_fc.clamp_min(0))
+    assert torch.allclose(outs["out"], net(x))
+
+
+def _digits(n=24, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return TensorImageSet(torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
+                          torch.arange(n) % 3, ["a", "b", "c"], f"rand{seed}")
+
+
+def test_many_layers_in_one_pass_equal_single_layer_passes_and_are_l2_normalised(tmp_path):
+    b = build_model("digitnet", "NONE")
+    ds = _digits()
+    together = extract_features(b, ds, ["fc1", "relu_fc1", "conv"], cache=tmp_path / "a", progress=None)
+    for layer in ("fc1", "relu_fc1", "conv"):
+        alone = extract_features(b, ds, [layer], use_cache=False, progress=None)
+        np.testing.assert_allclose(together.arrays[layer], alone.arrays[layer], atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(together.arrays[layer], axis=1), 1.0, atol=1e-5)
+    assert (np.asarray(together.arrays["fc1"]) < 0).any()  # fc1 is the pre-ReLU layer, not overwritten
+
+
+def test_cache_is_reused_and_leaves_no_partial_files(tmp_path):
+    b = build_model("digitnet", "NONE")
+    ds = _digits()
+    first = extract_features(b, ds, ["relu_fc1", "logits"], cache=tmp_path, progress=None)
+    assert first.cached_layers == []
+    second = extract_features(b, ds, ["relu_fc1", "conv"], cache=tmp_path, progress=None)
+    assert second.cached_layers == ["relu_fc1"]  # only the new layer is extracted
+    np.testing.assert_array_equal(first.arrays["relu_fc1"], second.arrays["relu_fc1"])
+
+    def boom(x, calls=[0]):
+        calls[0] += 1
+        if calls[0] == 2:
+            raise RuntimeError("interrupted")
+        return x
+
+    with pytest.raises(RuntimeError):
+        extract_features(b, ds, ["fc1"], cache=tmp_path, batch_size=8, input_transform=boom, progress=None)
+    assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # nothing half-written survives
+
+
+def test_sklearn_transformer_in_pipeline_and_gridsearch():
+    ds = _digits(30)
+    X = ds.images.numpy()
+    y = ds.labels.numpy()
+    pipe = Pipeline([("cnn", CNNFeatures(arch="digitnet", weights="NONE", layer="relu_fc1")), ("svm", LinearSVC())])
+    assert clone(pipe).get_params()["cnn__layer"] == "relu_fc1"
+    gs = GridSearchCV(pipe, {"cnn__layer": ["relu_fc1", "conv", "fc1+relu_fc1"], "svm__C": [0.1, 10]}, cv=3)
+    gs.fit(X, y)
+    assert gs.best_params_["cnn__layer"] in ("relu_fc1", "conv", "fc1+relu_fc1")
+    feats = CNNFeatures(arch="digitnet", weights="NONE", layer="fc1+relu_fc1").fit_transform(X)
+    assert feats.shape == (30, 256)
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-5)
+
+
+def test_svm_selection_never_looks_at_the_test_labels():
+    rng = np.random.default_rng(0)
+    ytr = np.repeat(np.arange(3), 20)
+    Xtr = {"a": rng.normal(size=(60, 5)) + 3 * ytr[:, None], "b": rng.normal(size=(60, 5))}
+    yte = np.repeat(np.arange(3), 10)
+    Xte = {"a": rng.normal(size=(30, 5)) + 3 * yte[:, None], "b": rng.normal(size=(30, 5))}
+    s1 = svm_study(Xtr, Xte, ytr, yte, ["0", "1", "2"], Cs=[0.01, 1, 100], cv=3)
+    s2 = svm_study(Xtr, Xte, ytr, rng.permutation(yte), ["0", "1", "2"], Cs=[0.01, 1, 100], cv=3)
+    assert (s1.layer, s1.C) == (s2.layer, s2.C) and s1.layer == "a"
+    assert s1.test_acc > 0.8 and len(s1.rows) == 6 and s1.confusion.sum() == 30
