@@ -1,0 +1,130 @@
+"""``cnnlab gan train`` and ``cnnlab gan sweep``: Part D from the command line.
+
+    cnnlab gan train --model dcgan --data-root ../shared/data --dataset mnist --out runs/dcgan
+    cnnlab gan train --model cdcgan --dataset mnist-embedded --epochs 20 --out runs/cdcgan
+    cnnlab gan sweep --variants default,saturating,nz10,size64 --epochs 5 --out runs/gan-sweep
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
+    from cnnlab.generate.networks import MODELS
+    from cnnlab.generate.steps import G_LOSSES
+    from cnnlab.generate.train import PRECISIONS, GANConfig
+
+    d = GANConfig()
+    g = p.add_argument_group("GAN settings (the course's defaults)")
+    if not sweep:
+        g.add_argument("--model", default=d.model, choices=MODELS, help="dcgan, or the conditional cdcgan")
+    g.add_argument("--dataset", default=None,
+                   help="mnist (needs --data-root), mnist-embedded, digits, cifar10, imagefolder:PATH "
+                        "(default: mnist when --data-root holds it, else mnist-embedded)")
+    g.add_argument("--size", type=int, default=d.size, choices=(32, 64), help="image size (64: one more block)")
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--subset", type=int, default=None, help="train on the first N images only")
+    if not sweep:
+        g.add_argument("--nz", type=int, default=d.nz, help="latent size")
+        g.add_argument("--ngf", type=int, default=None, help="generator width (default: dcgan 32, cdcgan 128)")
+        g.add_argument("--ndf", type=int, default=None, help="discriminator width (default: dcgan 32, cdcgan 64)")
+        g.add_argument("--lr-d", type=float, default=d.lr_d)
+        g.add_argument("--lr-g", type=float, default=d.lr_g)
+        g.add_argument("--beta1", type=float, default=d.beta1)
+        g.add_argument("--g-loss", default=d.g_loss, choices=G_LOSSES, help="generator loss (D-Q3)")
+        g.add_argument("--init", default=d.init, choices=("dcgan", "pytorch"), help="N(0, 0.02) or PyTorch's default")
+        g.add_argument("--no-y-in-d", action="store_true", help="cdcgan: remove y from D (D-Q7)")
+    g.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between fixed-noise grids (0: ~20 per run)")
+    g.add_argument("--eval-samples", type=int, default=d.eval_samples, help="generated images judged per epoch")
+    g.add_argument("--judge", default=None, choices=("mnist", "mnist-embedded"),
+                   help="dataset of the digit classifier that judges samples (default: mnist for mnist)")
+    g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
+                   help="auto: bf16 autocast on CPUs with native bf16 (about 2x faster), else fp32")
+
+
+def _dataset(args) -> str:
+    from pathlib import Path
+
+    if args.dataset:
+        return args.dataset
+    if args.data_root and (Path(args.data_root) / "MNIST" / "raw").is_dir():
+        return "mnist"
+    return "mnist-embedded"
+
+
+def _base_config(args):
+    from cnnlab.generate.train import GANConfig
+
+    return GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs, batch_size=args.batch_size,
+                     subset=args.subset, sample_every=args.sample_every, eval_samples=args.eval_samples,
+                     judge=args.judge, precision=args.precision)
+
+
+def _dry(cfg, args):
+    """--dry-run: the whole command on a tiny budget (256 images, 1 epoch, 200 judged samples)."""
+    if args.dry_run:
+        cfg.subset, cfg.epochs, cfg.eval_samples = min(cfg.subset or 256, 256), 1, 200
+        cfg.batch_size, cfg.judge_epochs = min(cfg.batch_size, 64), 1
+    return cfg
+
+
+def _cmd_train(args) -> int:
+    from cnnlab.generate.train import config_from, train_gan
+    from cnnlab.runs import seed_everything
+
+    cfg = config_from(_base_config(args), model=args.model, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr_d=args.lr_d,
+                      lr_g=args.lr_g, beta1=args.beta1, g_loss=args.g_loss, init=args.init,
+                      cond_d=not args.no_y_in_d)
+    _dry(cfg, args)
+    seed_everything(args.seed)
+    res = train_gan(cfg, out=args.out, seed=args.seed, device=args.device, data_root=args.data_root,
+                    download=args.download, resume=args.resume)
+    f = res.metrics.get("final", {})
+    parts = [f"Fréchet distance {f['frechet']:.2f}" if "frechet" in f else "",
+             f"class entropy {f['class_entropy']:.2f}/{f['max_entropy']:.2f} bits" if "class_entropy" in f else "",
+             f"confidence {f['confidence']:.3f}" if "confidence" in f else "",
+             f"conditional accuracy {f['cond_acc']:.3f}" if "cond_acc" in f else ""]
+    print(f"{cfg.model} on {cfg.dataset}: {', '.join(p for p in parts if p)}; "
+          f"{res.metrics['images_per_s']:.0f} images/s")
+    print(f"run folder: {res.root}")
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from cnnlab.generate.studies import VARIANTS, run_sweep
+    from cnnlab.runs import seed_everything
+
+    names = [v.strip() for v in args.variants.split(",") if v.strip()] if args.variants != "all" else list(VARIANTS)
+    base = _dry(_base_config(args), args)
+    seed_everything(args.seed)
+    res = run_sweep(names, base=base, out=args.out, seed=args.seed, device=args.device, data_root=args.data_root,
+                    download=args.download, resume=args.resume)
+    print(f"{len(res.rows)} variants; table: {res.table}\ncomparison grid: {res.grid}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from cnnlab.cli import add_common
+
+    gan = sub.add_parser("gan", help="Part D: DCGAN / conditional DCGAN training, judging and studies")
+    gsub = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
+    gan.set_defaults(func=lambda a: (gan.print_help(), 1)[1])
+
+    t = gsub.add_parser("train", help="train a DCGAN or cDCGAN, judge its samples (run folder with figures)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common(t, out_default="runs/gan")
+    _add_settings(t)
+    t.set_defaults(func=_cmd_train)
+
+    from cnnlab.generate.studies import VARIANTS
+
+    s = gsub.add_parser("sweep", help="train variants with the same seed and budget: one comparison grid + one table",
+                        formatter_class=argparse.RawDescriptionHelpFormatter,
+                        epilog="variants:\n" + "\n".join(f"  {k:14s} {v.help}" for k, v in VARIANTS.items()))
+    add_common(s, out_default="runs/gan-sweep")
+    _add_settings(s, sweep=True)
+    s.add_argument("--variants", default="default,narrow,wide,pytorch-init,saturating,nz10,nz1000",
+                   help="comma-separated variant names (below), or all")
+    s.set_defaults(func=_cmd_sweep)

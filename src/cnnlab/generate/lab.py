@@ -1,0 +1,182 @@
+"""Part D of ``cnnlab lab``: the default DCGAN, the cDCGAN and a small study set on the embedded
+MNIST digits (offline), judged in the digit classifier's space; sections D-Q1..D-Q9.
+
+The lab's budget is a few minutes on two CPU cores, so every run here uses the 4,000 embedded
+training digits (5 epochs = 155 steps in full mode) and the lab's cDCGAN is 4× narrower than the
+course's (ngf 32, ndf 16): the course's full widths cost ~8× more per step. ``cnnlab gan train
+--data-root ...`` runs the course's full settings on the full MNIST.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from cnnlab.generate.judge import judge_metrics, load_judge, real_reference
+from cnnlab.generate.steps import generator_loss
+from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
+from cnnlab.generate.train import GANConfig, load_gan_data, use_bf16
+from cnnlab.report import Section
+
+LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the lab's budget
+
+
+def _f(v, fmt=".3g") -> str:
+    return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "n/a"
+
+
+def _gradient_table() -> list[dict]:
+    """D-Q3, measured with autograd: |∂loss_G/∂logit| of both G losses as D(G(z)) goes to 0."""
+    rows = []
+    for p in (0.5, 0.1, 0.01, 0.001):
+        row = {"D(G(z))": p}
+        for kind in ("non-saturating", "saturating"):
+            logit = torch.logit(torch.tensor([p], dtype=torch.float64)).requires_grad_(True)
+            generator_loss(logit, kind).backward()
+            row[f"|dL/dlogit| {kind}"] = abs(logit.grad.item())
+        rows.append(row)
+    return rows
+
+
+def run_lab(ctx) -> list[Section]:
+    root = ctx.part_dir("D-gan")
+    subset = ctx.budget(None, 2048, 256)
+    base = GANConfig(dataset="mnist-embedded", epochs=ctx.budget(5, 2, 1), batch_size=ctx.budget(128, 128, 64),
+                     subset=subset, eval_samples=ctx.budget(1000, 500, 200), judge_epochs=ctx.budget(8, 8, 1))
+    names = ctx.budget(["default", "cdcgan", "saturating", "nz10", "narrow", "cdcgan-no-y"],
+                       ["default", "cdcgan", "saturating", "cdcgan-no-y"],
+                       ["default", "cdcgan", "saturating"])
+    extra = {"cdcgan": LAB_CDCGAN, "cdcgan-no-y": LAB_CDCGAN}
+    data = load_gan_data(base.dataset, size=base.size, subset=subset)
+    judge = load_judge(base.dataset, epochs=base.judge_epochs)
+    reference = real_reference(judge, data.test)
+    floor = judge_metrics(judge, data.train[:base.eval_samples], reference)  # real digits: the best possible
+
+    sweep = run_sweep(names, base=base, out=root / "sweep", seed=ctx.seed, device=ctx.device, resume=ctx.resume,
+                      extra=extra)
+    rows = {r["variant"]: r for r in sweep.rows}
+    run_dir = {n: Path(p) for n, p in sweep.runs.items()}
+    from cnnlab.runs import Run
+
+    metrics = {n: Run.open(p).metrics for n, p in run_dir.items()}
+    one_obj = one_objective_study(data, steps=ctx.budget(30, 10, 3), seed=ctx.seed, base=base, judge=judge,
+                                  reference=reference)
+    bf16 = use_bf16(base.precision, ctx.device)
+    steps = metrics["default"].get("steps")
+    sections = []
+
+    # D-Q1 ----------------------------------------------------------------------------------------
+    d_only, g_only = one_obj[0], one_obj[1]
+    sections.append(Section("D-Q1", "Only one of the two objectives").text(
+        f"Three copies of the default DCGAN start from the same weights and see the same batches for "
+        f"{one_obj[0]['steps']} steps; one trains only D, one only G (against a D frozen at its init), one both. "
+        f"With only D, D wins: mean D(x) = {_f(d_only['mean D(x)'])}, mean D(G(z)) = {_f(d_only['mean D(G(z))'])}, "
+        f"while G stays noise (Fréchet distance {_f(d_only.get('frechet'), '.1f')}). With only G, G learns to fool a D "
+        f"that never improves: mean D(G(z)) = {_f(g_only['mean D(G(z))'])}, but its samples are no closer to digits "
+        f"(Fréchet distance {_f(g_only.get('frechet'), '.1f')}; real digits: {_f(floor.get('frechet'), '.1f')}). "
+        "Each objective alone is trivially optimised; only the game between them pushes P_G towards P_data."
+    ).table(one_obj, caption="one objective at a time (same start, same batches)"))
+
+    # D-Q2 ----------------------------------------------------------------------------------------
+    dm = metrics["default"].get("final", {})
+    sections.append(Section("D-Q2", "What G should map P(z) to").text(
+        "G should push the Gaussian P(z) forward onto the distribution of real images: every digit class in its "
+        "real proportion, with the real variety of styles. The judge measures both: the Fréchet distance between "
+        "Gaussians fitted to its 128-d penultimate features, and the histogram of its predicted classes. "
+        f"Real training digits score FD {_f(floor.get('frechet'), '.1f')}, class entropy "
+        f"{_f(floor.get('class_entropy'))} of {_f(floor.get('max_entropy'))} bits and mean confidence "
+        f"{_f(floor.get('confidence'))}; the default DCGAN after {steps} steps scores FD {_f(dm.get('frechet'), '.1f')}, "
+        f"entropy {_f(dm.get('class_entropy'))} bits, confidence {_f(dm.get('confidence'))}."
+    ).table([{"images": "real training digits", **{k: floor.get(k) for k in ("frechet", "class_entropy", "confidence")}},
+             {"images": "default DCGAN", **{k: dm.get(k) for k in ("frechet", "class_entropy", "confidence")}}],
+            caption=f"judge: digit classifier (test accuracy {_f(judge.test_acc)}), reference: {reference.n} real test digits")
+        .figure(run_dir["default"] / "figures" / "class_histogram.png", "classes of the default DCGAN's samples"))
+
+    # D-Q3 ----------------------------------------------------------------------------------------
+    grads = _gradient_table()
+    s3 = Section("D-Q3", "The saturating generator loss").text(
+        "The minimax loss for G is log(1 − D(G(z))). Its gradient with respect to D's logit is −D(G(z)): it vanishes "
+        "exactly when D confidently rejects the samples, which is the situation at the start of training. The "
+        "non-saturating loss −log D(G(z)) has gradient D(G(z)) − 1, close to −1 there. Measured with autograd:"
+    ).table(grads, caption="gradient of each G loss with respect to D's logit")
+    if "saturating" in rows:
+        sat, de = rows["saturating"], rows["default"]
+        s3.text(f"Trained with the same seed and budget, the saturating loss reaches FD {_f(sat.get('frechet'), '.1f')} "
+                f"against {_f(de.get('frechet'), '.1f')} for the non-saturating default.").figure(
+            run_dir["saturating"] / "figures" / "curves.png", "saturating loss: losses and D outputs")
+    sections.append(s3)
+
+    # D-Q4 ----------------------------------------------------------------------------------------
+    hist = metrics["default"].get("tables", {}).get("per_epoch", [])
+    keep = ("epoch", "loss_D", "loss_G", "D_x", "D_G_z", "frechet", "class_entropy", "confidence")
+    first, last = (hist[0], hist[-1]) if hist else ({}, {})
+    sections.append(Section("D-Q4", "The default DCGAN's training").text(
+        f"The course's DCGAN (batch {base.batch_size}, nz 100, ngf = ndf = 32, Adam 2e-4 / 5e-4, betas (0.5, 0.999)) on "
+        f"{len(data.train)} embedded MNIST digits for {base.epochs} epochs ({steps} steps, "
+        f"{_f(metrics['default'].get('images_per_s'), '.0f')} images/s, {metrics['default'].get('precision')}). "
+        f"The judge's Fréchet distance goes from {_f(first.get('frechet'), '.1f')} after epoch 1 to "
+        f"{_f(last.get('frechet'), '.1f')} after epoch {last.get('epoch', '?')}; mean D(x) ends the last epoch at "
+        f"{_f(last.get('D_x'))} and mean D(G(z)) at {_f(last.get('D_G_z'))} (a D that wins would drive them to 1 and 0). "
+        f"Diversity: the class entropy of the samples is {_f(last.get('class_entropy'))} bits "
+        f"(all 10 classes equally: {_f(math.log2(10))})."
+    ).table([{k: r.get(k) for k in keep} for r in hist], caption="per epoch (one checkpoint each)")
+        .figure(run_dir["default"] / "figures" / "curves.png", "losses and mean D outputs per step")
+        .figure(run_dir["default"] / "figures" / "progress_strip.png", "fixed noise over training")
+        .figure(run_dir["default"] / "figures" / "samples.png", "64 fixed-noise samples at the end"))
+
+    # D-Q5 ----------------------------------------------------------------------------------------
+    s5 = Section("D-Q5", "Experiments: the same seed and budget for every variant").text(
+        "Each row is a full run folder under `sweep/`; the comparison grid shows 10 samples per variant. "
+        + " ".join(f"`{n}`: {VARIANTS[n].help}{' (lab widths ngf 32, ndf 16)' if n in extra else ''}." for n in names)
+        + " The remaining studies (wide/narrow widths, PyTorch init, learning rates, 30 epochs, nz 1000, 64×64, "
+          "UCI digits, CIFAR-10) run with `cnnlab gan sweep --variants ...`.")
+    s5.table(sweep.rows, caption="judge metrics after the last epoch")
+    if sweep.grid:
+        s5.figure(sweep.grid, "one row of samples per variant")
+    if "interpolation" in sweep.figures:
+        s5.figure(sweep.figures["interpolation"], "latent interpolation (slerp) between two z, default DCGAN")
+    sections.append(s5)
+
+    # D-Q6 ----------------------------------------------------------------------------------------
+    cm = metrics["cdcgan"].get("final", {})
+    sections.append(Section("D-Q6", "The conditional DCGAN").text(
+        f"cG and cD receive the one-hot class y (cD as 10 constant maps). Final test, 15 noise vectors × 10 classes: "
+        f"the judge recognises the requested digit in {_f(cm.get('cond_acc'))} of {cm.get('n', '?')} samples "
+        f"(chance: 0.1); FD {_f(cm.get('frechet'), '.1f')}, class entropy {_f(cm.get('class_entropy'))} bits."
+    ).figure(run_dir["cdcgan"] / "figures" / "cdcgan_grid.png", "one column per z, one row per class")
+        .figure(run_dir["cdcgan"] / "figures" / "curves.png", "cDCGAN losses and D outputs"))
+
+    # D-Q7 ----------------------------------------------------------------------------------------
+    if "cdcgan-no-y" in rows:
+        ny = rows["cdcgan-no-y"]
+        sections.append(Section("D-Q7", "Removing y from D").text(
+            f"With y removed from D, nothing penalises G for drawing another digit than the one asked for: the "
+            f"conditional accuracy drops from {_f(rows['cdcgan'].get('cond_acc'))} to {_f(ny.get('cond_acc'))} "
+            f"(chance 0.1), while the samples can still look like digits (FD {_f(ny.get('frechet'), '.1f')})."
+        ).figure(run_dir["cdcgan-no-y"] / "figures" / "cdcgan_grid.png", "y still given to G, not to D"))
+
+    # D-Q8 ----------------------------------------------------------------------------------------
+    cmp_rows = [{"model": n, **{k: rows[n].get(k) for k in ("frechet", "class_entropy", "confidence", "cond_acc")}}
+                for n in ("default", "cdcgan") if n in rows]
+    sections.append(Section("D-Q8", "Conditional or unconditional?").text(
+        "The conditional model gets the label as a free hint: every class is asked for equally often, so mode "
+        "collapse onto a few digits is impossible by construction (see the class entropy), and D can reject a "
+        "sample that is a good digit of the wrong class, a sharper signal. It costs more compute per step (the "
+        "course's cDCGAN is ~8× the DCGAN's) and needs labels. Same seed, same steps:"
+    ).table(cmp_rows, caption="default DCGAN vs cDCGAN (lab widths)"))
+
+    # D-Q9 ----------------------------------------------------------------------------------------
+    G = sweep.generators.get("cdcgan")
+    zy = z_versus_y(G, judge, nz=base.nz, num_classes=10, seed=ctx.seed, bf16=bf16) if G is not None else {}
+    s9 = Section("D-Q9", "What z encodes").text(
+        "With y fixed to the digit, z is left to encode everything else: the style (slant, thickness, width, "
+        "stroke shape). Splitting the variance of the judge's features over the 15 × 10 grid: "
+        f"{_f(zy.get('share_y'))} of it comes from y, {_f(zy.get('share_z'))} from z and "
+        f"{_f(zy.get('share_interaction'))} from their interaction. In the grid, a column (one z) keeps its style "
+        "across classes.")
+    if "cdcgan_z_interpolation" in sweep.figures:
+        s9.figure(sweep.figures["cdcgan_z_interpolation"], "the same path in z for every class")
+    sections.append(s9.table([zy], caption="two-way variance split of judge features (y × z)") if zy else s9)
+    return sections

@@ -1,0 +1,394 @@
+"""Training a DCGAN or a cDCGAN on the shared loop (:func:`cnnlab.train.fit`).
+
+The images are loaded once, resized once to ``size``×``size`` and kept as uint8 in memory; a batch
+is an index into that tensor, scaled to [−1, 1] (no per-sample PIL work). Each step draws z from the
+run's ``torch.Generator``, makes one generated batch, and runs :func:`~cnnlab.generate.steps.d_step`
+then :func:`~cnnlab.generate.steps.g_step` on it (the course's order). ``fit`` checkpoints G, D, both
+optimisers and every RNG state after each epoch; the fixed noise and the progress snapshots travel
+in ``state.extra``, so ``--resume`` continues bit-exactly on CPU.
+
+The run folder gets ``steps.csv`` (per step: D loss, G loss, mean D(x), mean D(G(z))),
+``per_epoch.csv`` and ``metrics.json`` (judge metrics after every epoch, i.e. every checkpoint),
+``figures/progress/step_*.png`` (the fixed-noise grid every N steps), ``progress.gif``,
+``progress_strip.png``, ``curves.png``, ``samples.png`` and, for the cDCGAN, ``cdcgan_grid.png``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from cnnlab.errors import CnnlabError, TrainingDiverged
+from cnnlab.generate import figures
+from cnnlab.generate.judge import DIGIT_CLASSES, Judge, RealReference, judge_metrics, load_judge, real_reference
+from cnnlab.generate.networks import MODELS, build_gan, count_parameters
+from cnnlab.generate.steps import G_LOSSES, d_step, g_step
+from cnnlab.runs import Run, resolve_device, write_csv
+
+log = logging.getLogger("cnnlab")
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class GANConfig:
+    """The course's defaults (PRACTICAL.md Part D) unless overridden."""
+
+    model: str = "dcgan"  # dcgan | cdcgan
+    dataset: str = "mnist-embedded"  # any load_dataset name, cifar10, imagefolder:PATH
+    size: int = 32  # 32 (the course) or 64 (one more block, D-Q5)
+    nz: int = 100
+    ngf: int | None = None  # None: the course's width (DCGAN 32, cDCGAN 128)
+    ndf: int | None = None  # None: the course's width (DCGAN 32, cDCGAN 64)
+    batch_size: int = 128
+    epochs: int = 5
+    lr_d: float = 2e-4
+    lr_g: float = 5e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    g_loss: str = "non-saturating"  # or "saturating" (D-Q3)
+    init: str = "dcgan"  # N(0, 0.02); or "pytorch" (the framework's default init, D-Q5)
+    cond_d: bool = True  # cDCGAN: give y to D (False: D-Q7)
+    subset: int | None = None  # train on the first N images only (budgets, smoke tests)
+    sample_every: int = 0  # steps between fixed-noise grids; 0: about 20 grids per run
+    eval_samples: int = 2000  # generated images judged after each epoch
+    judge: str | None = None  # digit classifier's dataset; None: mnist for mnist, else mnist-embedded
+    judge_epochs: int = 8  # the shared cached classifier; dry runs use 1
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, else fp32
+    max_loss: float = 1e3  # a loss above this counts as exploding: stop, keep the last good checkpoint
+
+    def validate(self) -> "GANConfig":
+        if self.model not in MODELS:
+            raise CnnlabError(f"--model {self.model!r}: choose one of {', '.join(MODELS)}")
+        if self.g_loss not in G_LOSSES:
+            raise CnnlabError(f"--g-loss {self.g_loss!r}: choose one of {', '.join(G_LOSSES)}")
+        if self.precision not in PRECISIONS:
+            raise CnnlabError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
+        for name in ("nz", "batch_size", "epochs", "eval_samples"):
+            if getattr(self, name) < 1:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        for name in ("lr_d", "lr_g"):
+            if not getattr(self, name) > 0:
+                raise CnnlabError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        return self
+
+
+# --------------------------------------------------------------------------- data
+@dataclass
+class GANData:
+    train: torch.Tensor  # uint8 N×C×size×size
+    labels: torch.Tensor  # int64 (N,)
+    test: torch.Tensor  # uint8, the real reference for the judge
+    test_labels: torch.Tensor
+    classes: list[str]
+    name: str
+
+    @property
+    def channels(self) -> int:
+        return int(self.train.shape[1])
+
+    @property
+    def digits(self) -> bool:
+        return self.classes == DIGIT_CLASSES
+
+
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.Tensor:
+    """Resize uint8 N×C×H×W once (bilinear, antialiased), in chunks to bound memory."""
+    from cnnlab.data import to_float
+
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = [to_float(images[s:s + chunk], size=size).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+           for s in range(0, len(images), chunk)]
+    return torch.cat(out)
+
+
+def _load_cifar10(split: str, data_root, download: bool):
+    from torchvision.datasets import CIFAR10
+
+    from cnnlab.data import TensorImageSet
+
+    if data_root is None:
+        raise CnnlabError("dataset 'cifar10' needs --data-root (torchvision layout <data-root>/cifar-10-batches-py)")
+    try:
+        ds = CIFAR10(str(data_root), train=(split == "train"), download=download)
+    except RuntimeError:
+        raise CnnlabError(f"CIFAR-10 not found under {data_root}/cifar-10-batches-py; get it with "
+                          "torchvision.datasets.CIFAR10(root, download=True) or rerun with --download") from None
+    imgs = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()  # N×3×32×32 uint8
+    return TensorImageSet(imgs, torch.tensor(ds.targets), list(ds.classes), f"cifar10-{split}")
+
+
+def load_gan_data(dataset: str, *, size: int, data_root=None, download: bool = False,
+                  subset: int | None = None) -> GANData:
+    from cnnlab.data import load_dataset
+
+    def load(split):
+        if dataset == "cifar10":
+            return _load_cifar10(split, data_root, download)
+        return load_dataset(dataset, split, data_root=data_root, download=download, size=size, in_memory=True)
+
+    train, test = load("train").materialize(), load("test").materialize()
+    if len(train) == 0:
+        raise CnnlabError(f"dataset {dataset!r} has no training images")
+    images, labels = train.images, train.labels
+    if subset is not None:
+        images, labels = images[:subset], labels[:subset]
+    return GANData(resize_uint8(images, size), labels.clone(), resize_uint8(test.images[:10000], size),
+                   test.labels[:10000].clone(), list(train.classes), dataset)
+
+
+def to_gan_range(images: torch.Tensor) -> torch.Tensor:
+    return images.float().div_(127.5).sub_(1.0)  # uint8 → [−1, 1], the range of G's Tanh
+
+
+# --------------------------------------------------------------------------- precision
+def use_bf16(precision: str, device: torch.device) -> bool:
+    if precision == "bf16":
+        return True
+    if precision == "auto" and device.type == "cpu":
+        try:  # CPUs with AVX512-BF16/AMX run bf16 convolutions about twice as fast as fp32
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        except (AttributeError, RuntimeError):
+            return False
+    return False
+
+
+def autocast(device: torch.device, bf16: bool):
+    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+
+# --------------------------------------------------------------------------- sampling
+@torch.no_grad()
+def sample(G: nn.Module, z: torch.Tensor, y: torch.Tensor | None = None, *, bf16: bool = False,
+           batch_size: int = 500) -> torch.Tensor:
+    """G(z[, y]) in eval mode (BatchNorm with running statistics), float32 in [−1, 1], on CPU."""
+    was_training = G.training
+    G.eval()
+    dev = next(G.parameters()).device
+    out = []
+    try:
+        for s in range(0, len(z), batch_size):
+            ys = None if y is None else y[s:s + batch_size].to(dev)
+            with autocast(dev, bf16):
+                out.append(G(z[s:s + batch_size].to(dev), ys).float().cpu())
+    finally:
+        G.train(was_training)
+    return torch.cat(out)
+
+
+def fixed_inputs(cfg: GANConfig, num_classes: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The fixed noise of the progress grids: 64 z (DCGAN); 15 z × every class, class-major (cDCGAN,
+    the course's final test: one column per z)."""
+    if cfg.model == "dcgan":
+        return torch.randn(64, cfg.nz, generator=generator), None
+    z = torch.randn(15, cfg.nz, generator=generator)
+    return z.repeat(num_classes, 1), torch.arange(num_classes).repeat_interleave(15)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class GANRun:
+    """What :func:`train_gan` returns: the run folder, its final metrics and the trained networks."""
+
+    root: Path
+    metrics: dict
+    G: nn.Module
+    D: nn.Module
+    config: GANConfig
+    history: list[dict] = field(default_factory=list)
+
+
+_REFERENCES: dict[tuple, RealReference] = {}  # real-image statistics, once per process
+
+
+def _reference(judge: Judge, data: GANData, size: int) -> RealReference:
+    key = (id(judge), data.name, size, len(data.test))
+    if key not in _REFERENCES:
+        _REFERENCES[key] = real_reference(judge, data.test)
+    return _REFERENCES[key]
+
+
+def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | torch.device = "auto",
+              data_root=None, download: bool = False, resume: bool = False, data: GANData | None = None,
+              judge: Judge | None = None, command: str = "gan train") -> GANRun:
+    """Train ``cfg`` into the run folder ``out`` and judge it. ``data``/``judge`` may be passed in
+    to share them across the runs of a sweep."""
+    cfg.validate()
+    device = resolve_device(device) if isinstance(device, str) else device
+    data = data or load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download,
+                                 subset=cfg.subset)
+    if cfg.model == "cdcgan" and len(data.classes) < 2:
+        raise CnnlabError(f"--model cdcgan needs a labelled dataset with classes; {cfg.dataset} has {len(data.classes)}")
+    n_batches = len(data.train) // cfg.batch_size
+    if n_batches == 0:
+        raise CnnlabError(f"{cfg.dataset}: {len(data.train)} training images, fewer than one batch of "
+                          f"{cfg.batch_size}; lower --batch-size")
+    judge = judge or load_judge(cfg.judge or ("mnist" if cfg.dataset == "mnist" else "mnist-embedded"),
+                                data_root=data_root, epochs=cfg.judge_epochs)
+    reference = _reference(judge, data, cfg.size)
+    bf16 = use_bf16(cfg.precision, device)
+    total_steps = cfg.epochs * n_batches
+    every = cfg.sample_every or max(1, round(total_steps / 20))
+
+    run = Run.create(out, command, cfg, seed, resume=resume)
+    ckpt = run.checkpoints / "last.pt"
+    progress_dir = run.figures / "progress"
+    if not resume:  # a fresh run: drop what an older run left in this folder
+        ckpt.unlink(missing_ok=True)
+        shutil.rmtree(progress_dir, ignore_errors=True)
+    try:
+        return _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume)
+    finally:
+        run.close()
+
+
+def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume) -> GANRun:
+    from cnnlab.data import index_batches
+    from cnnlab.train import TrainState, fit
+
+    num_classes = len(data.classes)
+    torch.manual_seed(seed)
+    G, D = build_gan(cfg.model, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, nc=data.channels, size=cfg.size,
+                     num_classes=num_classes, init=cfg.init, cond_d=cfg.cond_d,
+                     generator=torch.Generator().manual_seed(seed))
+    G.to(device)
+    D.to(device)
+    opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
+    opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    gen = torch.Generator().manual_seed(seed)
+    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen)
+    fz, fy = fixed_inputs(cfg, num_classes, gen)
+    state.extra = {"fixed_z": fz, "fixed_y": fy if fy is not None else torch.zeros(0, dtype=torch.int64),
+                   "strip_steps": [], "strip": []}
+    cond = cfg.model == "cdcgan"
+    nrow = 15 if cond else 8
+    eval_gen = torch.Generator().manual_seed(seed + 1)
+    eval_z = torch.randn(cfg.eval_samples, cfg.nz, generator=eval_gen)
+    eval_y = torch.arange(cfg.eval_samples) % num_classes if cond else None
+
+    def fixed_y():
+        return state.extra["fixed_y"] if cond else None
+
+    def batches(st):
+        for idx in index_batches(len(data.train), cfg.batch_size, generator=st.generator, drop_last=True):
+            yield data.train[idx], data.labels[idx]
+
+    def snapshot(step: int) -> None:
+        imgs = sample(G, state.extra["fixed_z"], fixed_y(), bf16=bf16)
+        figures.write_grid_png(progress_dir / f"step_{step:06d}.png", imgs, nrow)
+        # the strip keeps one sample of each of the first 8 columns (cDCGAN: class 0..7 of z0..z7)
+        pick = imgs[:8] if not cond else imgs[torch.arange(8) % num_classes * 15 + torch.arange(8) % 15]
+        state.extra["strip_steps"].append(step)
+        state.extra["strip"].append(figures.to_uint8(pick))
+
+    def step(st, batch):
+        x_u8, y = batch
+        real = to_gan_range(x_u8).to(device)  # B×C×size×size in [−1, 1]
+        y = y.to(device) if cond else None
+        z = torch.randn(len(x_u8), cfg.nz, generator=st.generator).to(device)
+        y_fake = torch.randint(0, num_classes, (len(x_u8),), generator=st.generator).to(device) if cond else None
+        with autocast(device, bf16):
+            fake = G(z, y_fake)  # one generated batch for both steps, as in the course
+            out = d_step(D, opt_d, real, fake, y, y_fake)
+            out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss))
+        if (st.step + 1) % every == 0:  # st.step counts the steps before this one
+            snapshot(st.step + 1)
+        return out
+
+    eval_seconds = [0.0]  # judged samples are not training: kept out of images/s
+
+    def evaluate(st):
+        t = time.perf_counter()
+        fake = sample(G, eval_z, eval_y, bf16=bf16)
+        m = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
+        eval_seconds[0] += time.perf_counter() - t
+        return {k: v for k, v in m.items() if isinstance(v, float) and k != "max_entropy"}  # histogram: at the end
+
+    log.info("gan: %s on %s (%d images, %d×%d×%d), G %d params, D %d params, %s, %d steps",
+             cfg.model, data.name, len(data.train), data.channels, cfg.size, cfg.size, count_parameters(G),
+             count_parameters(D), "bf16 autocast" if bf16 else "fp32", cfg.epochs * (len(data.train) // cfg.batch_size))
+    t0 = time.perf_counter()
+    status = "finished"
+    steps_before = 0
+    try:
+        if resume and ckpt.exists():
+            steps_before = int(torch.load(ckpt, map_location="cpu", weights_only=True)["step"])
+        fit(state, epochs=cfg.epochs, batches=batches, step=step, evaluate=evaluate, checkpoint=ckpt, resume=resume,
+            log_steps=True, max_abs_loss=cfg.max_loss, desc=f"{cfg.model} {data.name}")
+    except TrainingDiverged as e:
+        status = f"diverged: {e}"
+        run.log_metrics(status=status)
+        _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
+                       train_seconds=time.perf_counter() - t0 - eval_seconds[0], steps_run=state.step - steps_before, final=False)
+        raise
+    seconds = time.perf_counter() - t0 - eval_seconds[0]
+    if not state.extra["strip_steps"] or state.extra["strip_steps"][-1] != state.step:
+        snapshot(state.step)  # the final grid
+    metrics = _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
+                             train_seconds=seconds, steps_run=state.step - steps_before, final=True)
+    metrics = run.log_metrics(status=status)
+    return GANRun(run.root, metrics, G, D, cfg, list(state.history))
+
+
+def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y, *,
+                   train_seconds: float, steps_run: int, final: bool) -> dict:
+    """steps.csv, per-epoch table, metrics.json and the figures (also after a divergence)."""
+    write_csv(run.root / "steps.csv", state.step_log)  # not mirrored in metrics.json: one row per step
+    if state.history:
+        run.write_table("per_epoch", state.history)
+    title = f"{cfg.model} on {data.name}"
+    if state.step_log:
+        run.save_figure(figures.curves_figure(state.step_log, title=title), "curves")
+    if state.history:
+        run.save_figure(figures.epoch_metrics_figure(state.history), "judge_per_epoch")
+    snaps = list(zip(state.extra["strip_steps"], state.extra["strip"]))
+    if snaps:
+        run.save_figure(figures.progress_strip_figure(snaps), "progress_strip")
+        frames = sorted((run.figures / "progress").glob("step_*.png"))
+        if frames:
+            from PIL import Image
+
+            figures.write_gif(run.figures / "progress.gif", [__import__("numpy").asarray(Image.open(f).convert("RGB"))
+                                                              for f in frames])
+    metrics: dict = {"model": cfg.model, "dataset": data.name, "train_images": len(data.train),
+                     "steps": state.step, "epochs_done": state.epoch, "precision": "bf16" if bf16 else "fp32",
+                     "params_G": count_parameters(G), "params_D": count_parameters(state.modules["D"]),
+                     "train_seconds": round(train_seconds, 2),
+                     "images_per_s": round(steps_run * cfg.batch_size / max(train_seconds, 1e-9), 1),
+                     "judge": {"classifier": judge.bundle.weights_id, "test_acc": judge.test_acc,
+                               "real_reference_images": reference.n}}
+    if final:
+        fake = sample(G, eval_z, eval_y, bf16=bf16)
+        final_m = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
+        metrics["final"] = final_m
+        fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
+        run.save_figure(figures.samples_figure(fixed if not cond else fake[:64], nrow=nrow if not cond else 10,
+                                               title=f"{title}: FD {final_m.get('frechet', math.nan):.2f}"), "samples")
+        if cond:
+            run.save_figure(figures.conditional_grid_figure(fixed, n_z=15, classes=data.classes,
+                                                            title=f"{title}: conditional accuracy "
+                                                                  f"{final_m.get('cond_acc', math.nan):.3f}"),
+                            "cdcgan_grid")
+        if data.digits:
+            run.save_figure(figures.class_histogram_figure({cfg.model: final_m["class_hist"]}, data.classes),
+                            "class_histogram")
+    return run.log_metrics(**metrics)
+
+
+def config_from(base: GANConfig | None = None, **overrides) -> GANConfig:
+    """A copy of ``base`` (default: the course's settings) with ``overrides``."""
+    d = asdict(base or GANConfig())
+    unknown = set(overrides) - set(d)
+    if unknown:
+        raise CnnlabError(f"unknown GAN setting(s) {', '.join(sorted(unknown))}; known: {', '.join(d)}")
+    d.update(overrides)
+    return GANConfig(**d)
