@@ -58,8 +58,8 @@ def dev_risk(source_feats: torch.Tensor, target_feats: torch.Tensor, val_feats: 
     return float(wl.mean() + eta * w.mean() - eta)
 
 
-def select_epoch(history: list[dict], criterion: str) -> dict:
-    """The history row (one per epoch) that ``criterion`` picks."""
+def select_epoch(history: list[dict], criterion: str, *, key: str = "epoch") -> dict:
+    """The history row (one per epoch, or per round: ``key``) that ``criterion`` picks; ties: the earliest."""
     if not history:
         raise ValueError("empty history")
     direction = CRITERIA[criterion][0]
@@ -68,8 +68,8 @@ def select_epoch(history: list[dict], criterion: str) -> dict:
     rows = [r for r in history if r.get(criterion) is not None and np.isfinite(r[criterion])]
     if not rows:
         return history[-1]
-    key = (lambda r: r[criterion]) if direction == "max" else (lambda r: -r[criterion])
-    return max(rows, key=key)  # first of equals: the earliest epoch
+    score = (lambda r: r[criterion]) if direction == "max" else (lambda r: -r[criterion])
+    return max(rows, key=lambda r: (score(r), -r[key]))
 
 
 def selection_rows(name: str, history: list[dict], criteria=tuple(CRITERIA)) -> list[dict]:

@@ -1,0 +1,176 @@
+"""``cnnlab adapt`` (the DANN protocol, studies) and ``cnnlab mnistm`` (build MNIST-M)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import replace
+
+from cnnlab.errors import CnnlabError
+
+log = logging.getLogger("cnnlab")
+
+STUDIES = ("no-grl", "lambda", "tsne")
+DRY_SUBSET = 512
+
+
+def _domain_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("domains")
+    g.add_argument("--source", default=None,
+                   help="source dataset (labelled): mnist, mnist-embedded, digits, imagefolder:PATH… "
+                        "(default: mnist with --data-root, else mnist-embedded)")
+    g.add_argument("--target", default="mnistm",
+                   help="target dataset (labels unused): mnistm (built from the source digits) or any dataset name")
+    g.add_argument("--photos", default="auto",
+                   help="MNIST-M backgrounds: auto (BSDS500 under --data-root, else embedded), bsds500, embedded, or a folder")
+    g.add_argument("--mnistm-seed", type=int, default=42, help="seed of the MNIST-M builder (course: 42)")
+    g.add_argument("--subset", type=int, default=None, help="use at most N images of every split (quick runs)")
+    g.add_argument("--val-size", type=int, default=5000,
+                   help="labelled source images held out for model selection (at most a tenth of the source train set)")
+
+
+def _load_domains(args):
+    from cnnlab.adapt.domains import load_domains
+
+    source = args.source or ("mnist" if args.data_root else "mnist-embedded")
+    subset = args.subset if args.subset is not None else (DRY_SUBSET if args.dry_run else None)
+    return load_domains(source, args.target, data_root=args.data_root, download=args.download, photos=args.photos,
+                        mnistm_seed=args.mnistm_seed, val_size=args.val_size, subset=subset)
+
+
+def _protocol_config(args):
+    from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
+    from cnnlab.adapt.protocol import ProtocolConfig
+    from cnnlab.adapt.pseudo import PseudoConfig
+
+    for flag in ("source_only_epochs", "dann_epochs", "target_only_epochs", "pl_epochs"):
+        if getattr(args, flag) < 1:
+            raise CnnlabError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    methods = tuple(m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip())
+    pseudo = PseudoConfig(rounds=args.pl_rounds, threshold=args.pl_threshold, class_balance=not args.no_class_balance,
+                          epochs_per_round=args.pl_epochs)
+    cfg = ProtocolConfig(seed=args.seed, source_only_epochs=args.source_only_epochs, dann_epochs=args.dann_epochs,
+                         target_only_epochs=args.target_only_epochs,
+                         lr=LRSchedule(args.lr_schedule, args.lr),
+                         lambda_schedule=LambdaSchedule(args.lambda_schedule, args.gamma, args.lambda_value),
+                         precision=args.precision, methods=methods, pseudo=pseudo,
+                         pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()))
+    bad = [m for m in cfg.methods + cfg.pseudo_from if m not in ("source_only", "dann", "target_only")]
+    if bad:
+        raise CnnlabError(f"unknown method {bad[0]!r}; use source-only, dann, target-only")
+    if args.dry_run:
+        cfg = replace(cfg, source_only_epochs=1, dann_epochs=2, target_only_epochs=1,
+                      pseudo=replace(pseudo, rounds=min(pseudo.rounds, 1), epochs_per_round=1))
+    return cfg
+
+
+def _cmd_adapt(args) -> int:
+    from cnnlab.adapt.studies import run_studies
+    from cnnlab.adapt.protocol import run_protocol
+    from cnnlab.runs import Run, resolve_device, seed_everything
+
+    studies = [s.strip() for s in args.studies.split(",") if s.strip()] if args.studies else []
+    if bad := [s for s in studies if s not in STUDIES]:
+        raise CnnlabError(f"--studies {bad[0]!r}: choose from {', '.join(STUDIES)}")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    cfg = _protocol_config(args)
+    domains = _load_domains(args)
+    run = Run.create(args.out, "adapt", {"protocol": cfg, "domains": domains.summary(), "studies": studies},
+                     args.seed, resume=args.resume)
+    try:
+        out = run_protocol(run, domains, cfg, device=device, resume=args.resume)
+        if studies:
+            run_studies(run, domains, cfg, out["results"], studies, device=device, resume=args.resume)
+    finally:
+        run.close()
+    _print_summary(out["summary"])
+    print(f"run folder: {run.root}")
+    return 0
+
+
+def _print_summary(rows) -> None:
+    print(f"{'model':44s} {'target acc (last)':>18s} {'by source val':>14s} {'by DEV':>8s} {'ORACLE best':>12s}")
+    for r in rows:
+        def f(k):
+            v = r.get(k)
+            return f"{v:.4f}" if isinstance(v, float) else "-"
+        print(f"{r['model']:44s} {f('target test acc (last)'):>18s} {f('picked by source_val_acc: target acc'):>14s} "
+              f"{f('picked by dev_risk: target acc'):>8s} {f('ORACLE best target test: target acc'):>12s}")
+
+
+def _cmd_mnistm(args) -> int:
+    import numpy as np
+
+    from cnnlab.adapt import figures
+    from cnnlab.adapt.domains import resolve_photos
+    from cnnlab.adapt.mnistm import build_mnistm
+    from cnnlab.data import load_dataset
+    from cnnlab.runs import Run, atomic_write_bytes
+
+    source = args.source or ("mnist" if args.data_root else "mnist-embedded")
+    photos = resolve_photos(args.photos, args.data_root)
+    run = Run.create(args.out, "mnistm", {"source": source, "photos": photos.source, "seed": args.mnistm_seed},
+                     args.mnistm_seed)
+    try:
+        rows = []
+        for stream, split in enumerate(("train", "test")):
+            digits = load_dataset(source, split, data_root=args.data_root, download=args.download)
+            if args.dry_run:
+                digits = digits.subset(range(min(len(digits), 64)))
+            m = build_mnistm(digits, photos, seed=args.mnistm_seed, stream=stream, name=f"mnistm-{split}")
+            rows.append({"split": split, "images": len(m), "mean_rgb": [round(float(v), 4) for v in
+                         m.images.float().mean((0, 2, 3)) / 255], "source": digits.name})
+            if args.export:
+                import io
+                buf = io.BytesIO()
+                np.savez_compressed(buf, images=m.images.numpy(), labels=m.labels.numpy())
+                atomic_write_bytes(run.path(f"mnistm_{split}.npz"), buf.getvalue())
+            if split == "test":
+                run.save_figure(figures.domain_samples_figure(digits.images[:12], m.images[:12],
+                                                              titles=(source, "MNIST-M")), "samples")
+        run.write_table("mnistm", rows)
+    finally:
+        run.close()
+    for r in rows:
+        print(f"{r['split']:5s} {r['images']:6d} images, mean RGB {r['mean_rgb']}")
+    print(f"photos: {photos.source} ({len(photos)}); run folder: {run.root}")
+    return 0
+
+
+def add_commands(sub) -> None:
+    from cnnlab.cli import add_common
+
+    p = sub.add_parser("adapt", help="Part C: source-only, DANN and target-only (oracle) MNIST → MNIST-M, "
+                                     "label-free model selection, pseudo-labelling, studies",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common(p, out_default="runs/adapt")
+    _domain_args(p)
+    t = p.add_argument_group("training (course defaults)")
+    t.add_argument("--methods", default="source-only,dann,target-only", help="which models to train")
+    t.add_argument("--source-only-epochs", type=int, default=10)
+    t.add_argument("--dann-epochs", type=int, default=20)
+    t.add_argument("--target-only-epochs", type=int, default=10)
+    t.add_argument("--lr", type=float, default=0.01, help="μ0 of μ0/(1+10p)^0.75")
+    t.add_argument("--lr-schedule", default="course", help="course (p per epoch), paper (p per step), constant")
+    t.add_argument("--lambda-schedule", default="course", help="course (γ=2), paper (γ=10), constant, none (C-Q1)")
+    t.add_argument("--gamma", type=float, default=None, help="override γ of the λ schedule")
+    t.add_argument("--lambda-value", type=float, default=1.0, help="λ of --lambda-schedule constant")
+    t.add_argument("--precision", default="fp32", help="fp32, or bf16 autocast (faster on AMX/AVX512-BF16 CPUs and GPUs)")
+    q = p.add_argument_group("pseudo-labelling (C-Q4)")
+    q.add_argument("--pl-rounds", type=int, default=3, help="self-training rounds (0: none)")
+    q.add_argument("--pl-threshold", type=float, default=0.9, help="keep target predictions at least this confident")
+    q.add_argument("--no-class-balance", action="store_true", help="do not cap the pseudo-labels per class")
+    q.add_argument("--pl-epochs", type=int, default=1, help="fine-tuning epochs per round")
+    q.add_argument("--pl-from", default="dann", help="start from these models' label-free picks (e.g. dann,source-only)")
+    p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)}")
+    p.set_defaults(func=_cmd_adapt)
+
+    m = sub.add_parser("mnistm", help="build MNIST-M (seeded, cached) from digits and photographs",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common(m, out_default="runs/mnistm")
+    m.add_argument("--source", default=None, help="digits (default: mnist with --data-root, else mnist-embedded)")
+    m.add_argument("--photos", default="auto", help="auto, bsds500, embedded, or a folder of photographs")
+    m.add_argument("--mnistm-seed", type=int, default=42)
+    m.add_argument("--export", action="store_true", help="also write mnistm_{train,test}.npz into the run folder")
+    m.set_defaults(func=_cmd_mnistm)

@@ -1,0 +1,96 @@
+"""The course protocol in one call: source-only, DANN, target-only (oracle), then pseudo-labelling,
+each with its label-free selection next to the oracle one. Writes tables and figures into a run."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+
+from cnnlab.adapt import figures, selection
+from cnnlab.adapt.dann import METHOD_LABELS, AdaptConfig, AdaptResult, course_config, train_adapt
+from cnnlab.adapt.domains import DomainPair
+from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
+from cnnlab.adapt.pseudo import PseudoConfig, self_train
+from cnnlab.runs import Run
+
+log = logging.getLogger("cnnlab")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    seed: int = 0
+    source_only_epochs: int = 10
+    dann_epochs: int = 20
+    target_only_epochs: int = 10
+    source_batch: int = 128  # source-only and target-only
+    dann_batch: int = 64  # per domain
+    lr: LRSchedule = field(default_factory=LRSchedule)
+    lambda_schedule: LambdaSchedule = field(default_factory=LambdaSchedule)
+    precision: str = "fp32"
+    methods: tuple[str, ...] = ("source_only", "dann", "target_only")
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    pseudo_from: tuple[str, ...] = ("dann",)  # start self-training from these models' label-free picks
+    select_by: str = "source_val_acc"  # the label-free criterion that picks a model's checkpoint for pseudo-labelling
+
+    def config_for(self, method: str) -> AdaptConfig:
+        epochs = {"source_only": self.source_only_epochs, "dann": self.dann_epochs,
+                  "target_only": self.target_only_epochs}[method]
+        batch = self.dann_batch if method == "dann" else self.source_batch
+        return course_config(method, epochs=epochs, batch_size=batch, lr=self.lr, seed=self.seed,
+                             lambda_schedule=self.lambda_schedule, precision=self.precision)
+
+
+def summary_row(name: str, history: list[dict], *, unit: str = "epoch") -> dict:
+    """Last-epoch numbers and each criterion's pick (target test accuracy at the chosen epoch or round)."""
+    last = history[-1]
+    row = {"model": name, "trained": f"{last[unit]} {unit}s", "source test acc (last)": last.get("source_test_acc"),
+           "target test acc (last)": last.get("target_test_acc"), "domain acc (last)": last.get("domain_acc")}
+    for c in selection.LABEL_FREE + ("target_test_acc",):
+        pick = selection.select_epoch(history, c, key=unit)
+        tag = "ORACLE best target test" if c == "target_test_acc" else f"picked by {c}"
+        row[f"{tag}: target acc"] = pick.get("target_test_acc")
+        row[f"{tag}: at {unit}"] = pick[unit]
+    return row
+
+
+def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: torch.device | str = "cpu",
+                 resume: bool = False) -> dict:
+    """Train the protocol's models into ``run``; returns {results, rounds, summary rows}."""
+    results: dict[str, AdaptResult] = {}
+    for method in cfg.methods:
+        log.info("training %s", METHOD_LABELS[method])
+        results[method] = train_adapt(domains, cfg.config_for(method), out=run.checkpoints, device=device,
+                                      resume=resume)
+        run.write_table(f"history_{method}", results[method].history)
+    rows = [summary_row(METHOD_LABELS[m], r.history) for m, r in results.items()]
+    sel_rows = [s for m, r in results.items() for s in selection.selection_rows(METHOD_LABELS[m], r.history)]
+    rounds: dict[str, list[dict]] = {}
+    for start in cfg.pseudo_from:
+        if start not in results or cfg.pseudo.rounds == 0:
+            continue
+        res = results[start]
+        pick = selection.select_epoch(res.history, cfg.select_by)["epoch"]
+        name = f"{METHOD_LABELS[start]} + pseudo-labels"
+        rr = self_train(res.load_epoch(pick, device), domains, replace(cfg.pseudo, seed=cfg.seed,
+                        precision=cfg.precision), out=run.checkpoints, name=f"pseudo_from_{start}", device=device,
+                        resume=resume)
+        for r in rr:
+            r["start"] = f"{METHOD_LABELS[start]} epoch {pick} (picked by {cfg.select_by})"
+        rounds[name] = rr
+        run.write_table(f"pseudo_rounds_{start}", rr)
+        rows.append(summary_row(name, rr, unit="round"))
+    run.write_table("summary", rows)
+    run.write_table("selection", sel_rows)
+    hist = {METHOD_LABELS[m]: r.history for m, r in results.items()}
+    paths = {"curves": run.save_figure(figures.curves_figure(hist), "curves"),
+             "losses": run.save_figure(figures.curves_figure(
+                 {k: v for k, v in hist.items()}, keys=("class_loss", "domain_loss")), "losses"),
+             "samples": run.save_figure(figures.domain_samples_figure(domains.source_test.images[:12],
+                                                                      domains.target_test.images[:12],
+                                                                      titles=(domains.source, domains.target)), "samples")}
+    if rounds:
+        paths["pseudo"] = run.save_figure(figures.rounds_figure(rounds), "pseudo_rounds")
+    run.log_metrics(summary=rows, domains=domains.summary(), protocol=asdict(cfg))
+    return {"results": results, "rounds": rounds, "summary": rows, "selection": sel_rows, "figures": paths}
