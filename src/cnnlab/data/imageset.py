@@ -141,9 +141,11 @@ class FolderImageSet(ImageSet):
 
     def materialize(self) -> TensorImageSet:
         from cnnlab.data.decode import decode_image
+        from cnnlab.progress import progress_bar
 
         imgs, ys, files = [], [], []
-        for f, y in zip(self.files, self.labels.tolist()):
+        pairs = zip(self.files, self.labels.tolist())
+        for f, y in progress_bar(pairs, desc=f"decoding {self.name}", total=len(self.files)):
             try:
                 imgs.append(decode_image(f, self.size, self.channels))
             except ValueError as e:
