@@ -145,7 +145,9 @@ def run_lab(ctx) -> list[Section]:
         f"cG and cD receive the one-hot class y (cD as 10 constant maps). Final test, 15 noise vectors × 10 classes: "
         f"the judge recognises the requested digit in {_f(cm.get('cond_acc'))} of {cm.get('n', '?')} samples "
         f"(chance: 0.1); FD {_f(cm.get('frechet'), '.1f')}, class entropy {_f(cm.get('class_entropy'))} bits."
-    ).figure(run_dir["cdcgan"] / "figures" / "cdcgan_grid.png", "one column per z, one row per class")
+    ).table([{k: rows["cdcgan"].get(k) for k in ("model", "steps", "frechet", "class_entropy", "confidence", "cond_acc")}],
+            caption=f"cDCGAN (lab widths ngf {LAB_CDCGAN['ngf']}, ndf {LAB_CDCGAN['ndf']}), judged on {cm.get('n', '?')} samples")
+        .figure(run_dir["cdcgan"] / "figures" / "cdcgan_grid.png", "one column per z, one row per class")
         .figure(run_dir["cdcgan"] / "figures" / "curves.png", "cDCGAN losses and D outputs"))
 
     # D-Q7 ----------------------------------------------------------------------------------------

@@ -92,28 +92,26 @@ def _row(name: str, cfg: GANConfig, metrics: dict) -> dict:
 
 def run_sweep(names: list[str], *, base: GANConfig | None = None, out: str | Path, seed: int = 0,
               device: str | torch.device = "auto", data_root=None, download: bool = False, resume: bool = False,
-              extra: dict[str, dict] | None = None, interpolate: bool = True) -> SweepResult:
+              extra: dict[str, dict] | None = None, interpolate: bool = True,
+              run_figures: bool = True) -> SweepResult:
     """Train every variant in ``names`` (same seed, same base budget) and compare them.
-    ``extra``: per-variant overrides on top of the variant's own (e.g. a lab budget)."""
+    ``extra``: per-variant overrides on top of the variant's own (e.g. a lab budget);
+    ``run_figures=False``: only the sweep's own figures, none in the variants' run folders."""
     base = (base or GANConfig()).validate()
     configs = {n: variant_config(n, base, (extra or {}).get(n)) for n in names}  # all names checked up front
     device = resolve_device(device) if isinstance(device, str) else device
     root = Path(out)
     sweep = Run.create(root, "gan sweep", {"base": base, "variants": names}, seed, resume=resume)
-    rows, samples, runs, datasets = [], [], {}, {}
-    trained = {}
+    rows, samples, runs, trained = [], [], {}, {}
     try:
         for name, cfg in configs.items():
-            key = (cfg.dataset, cfg.size, cfg.subset)
-            if key not in datasets:  # load + resize each dataset once for the whole sweep
-                datasets[key] = load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download,
-                                              subset=cfg.subset)
+            data = load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download, subset=cfg.subset)
             log.info("sweep: %s (%s)", name, VARIANTS[name].help)
             try:
                 res = train_gan(cfg, out=root / name, seed=seed, device=device, data_root=data_root, resume=resume,
-                                data=datasets[key], command=f"gan sweep {name}")
+                                data=data, command=f"gan sweep {name}", figures=run_figures)
                 metrics, G = res.metrics, res.G
-                trained[name] = (res, datasets[key])
+                trained[name] = (res, data)
             except TrainingDiverged as e:
                 metrics, G = Run.open(root / name).metrics, None
                 log.warning("sweep: %s diverged (%s)", name, e)
@@ -122,7 +120,7 @@ def run_sweep(names: list[str], *, base: GANConfig | None = None, out: str | Pat
             rows.append(row)
             if G is not None:
                 z = torch.randn(10, cfg.nz, generator=torch.Generator().manual_seed(seed + 7))
-                y = torch.arange(10) % len(datasets[key].classes) if cfg.model == "cdcgan" else None
+                y = torch.arange(10) % len(data.classes) if cfg.model == "cdcgan" else None
                 fd = row.get("frechet")
                 label = f"{name}\nFD {fd:.1f}" if isinstance(fd, float) else name
                 samples.append((label, sample(G, z, y, bf16=use_bf16(cfg.precision, device))))

@@ -57,7 +57,7 @@ class GANConfig:
     g_loss: str = "non-saturating"  # or "saturating" (D-Q3)
     init: str = "dcgan"  # N(0, 0.02); or "pytorch" (the framework's default init, D-Q5)
     cond_d: bool = True  # cDCGAN: give y to D (False: D-Q7)
-    subset: int | None = None  # train on the first N images only (budgets, smoke tests)
+    subset: int | None = None  # train on N images only (a fixed random subset; budgets, smoke tests)
     sample_every: int = 0  # steps between fixed-noise grids; 0: about 20 grids per run
     eval_samples: int = 2000  # generated images judged after each epoch
     judge: str | None = None  # digit classifier's dataset; None: mnist for mnist, else mnist-embedded
@@ -127,8 +127,22 @@ def _load_cifar10(split: str, data_root, download: bool):
     return TensorImageSet(imgs, torch.tensor(ds.targets), list(ds.classes), f"cifar10-{split}")
 
 
+_DATA_CACHE: dict[tuple, GANData] = {}  # a sweep and the lab reuse one loaded, resized dataset
+
+
 def load_gan_data(dataset: str, *, size: int, data_root=None, download: bool = False,
                   subset: int | None = None) -> GANData:
+    """Train and test images of ``dataset`` as uint8 ``size``×``size`` tensors (cached per process;
+    the tensors are shared, never modified)."""
+    key = (dataset, size, str(data_root), subset)
+    if key not in _DATA_CACHE:
+        if len(_DATA_CACHE) >= 4:
+            _DATA_CACHE.pop(next(iter(_DATA_CACHE)))
+        _DATA_CACHE[key] = _load_gan_data(dataset, size=size, data_root=data_root, download=download, subset=subset)
+    return _DATA_CACHE[key]
+
+
+def _load_gan_data(dataset: str, *, size: int, data_root, download: bool, subset: int | None) -> GANData:
     from cnnlab.data import load_dataset
 
     def load(split):
@@ -140,8 +154,9 @@ def load_gan_data(dataset: str, *, size: int, data_root=None, download: bool = F
     if len(train) == 0:
         raise CnnlabError(f"dataset {dataset!r} has no training images")
     images, labels = train.images, train.labels
-    if subset is not None:
-        images, labels = images[:subset], labels[:subset]
+    if subset is not None and subset < len(images):  # a fixed random subset (datasets may be sorted by class)
+        keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(0))[:subset].sort().values
+        images, labels = images[keep], labels[keep]
     return GANData(resize_uint8(images, size), labels.clone(), resize_uint8(test.images[:10000], size),
                    test.labels[:10000].clone(), list(train.classes), dataset)
 
@@ -219,9 +234,10 @@ def _reference(judge: Judge, data: GANData, size: int) -> RealReference:
 
 def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | torch.device = "auto",
               data_root=None, download: bool = False, resume: bool = False, data: GANData | None = None,
-              judge: Judge | None = None, command: str = "gan train") -> GANRun:
+              judge: Judge | None = None, command: str = "gan train", figures: bool = True) -> GANRun:
     """Train ``cfg`` into the run folder ``out`` and judge it. ``data``/``judge`` may be passed in
-    to share them across the runs of a sweep."""
+    to share them across the runs of a sweep; ``figures=False`` skips the matplotlib figures (the
+    CSV/JSON files, the progress grids and checkpoints are always written)."""
     cfg.validate()
     device = resolve_device(device) if isinstance(device, str) else device
     data = data or load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download,
@@ -246,12 +262,12 @@ def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | t
         ckpt.unlink(missing_ok=True)
         shutil.rmtree(progress_dir, ignore_errors=True)
     try:
-        return _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume)
+        return _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, figures)
     finally:
         run.close()
 
 
-def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume) -> GANRun:
+def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw) -> GANRun:
     from cnnlab.data import index_batches
     from cnnlab.train import TrainState, fit
 
@@ -328,23 +344,45 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
         status = f"diverged: {e}"
         run.log_metrics(status=status)
         _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
-                       train_seconds=time.perf_counter() - t0 - eval_seconds[0], steps_run=state.step - steps_before, final=False)
+                       train_seconds=time.perf_counter() - t0 - eval_seconds[0], steps_run=state.step - steps_before, final=False,
+                       draw=draw)
         raise
     seconds = time.perf_counter() - t0 - eval_seconds[0]
     if not state.extra["strip_steps"] or state.extra["strip_steps"][-1] != state.step:
         snapshot(state.step)  # the final grid
     metrics = _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
-                             train_seconds=seconds, steps_run=state.step - steps_before, final=True)
+                             train_seconds=seconds, steps_run=state.step - steps_before, final=True, draw=draw)
     metrics = run.log_metrics(status=status)
     return GANRun(run.root, metrics, G, D, cfg, list(state.history))
 
 
 def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y, *,
-                   train_seconds: float, steps_run: int, final: bool) -> dict:
+                   train_seconds: float, steps_run: int, final: bool, draw: bool = True) -> dict:
     """steps.csv, per-epoch table, metrics.json and the figures (also after a divergence)."""
     write_csv(run.root / "steps.csv", state.step_log)  # not mirrored in metrics.json: one row per step
     if state.history:
         run.write_table("per_epoch", state.history)
+    metrics: dict = {"model": cfg.model, "dataset": data.name, "train_images": len(data.train),
+                     "steps": state.step, "epochs_done": state.epoch, "precision": "bf16" if bf16 else "fp32",
+                     "params_G": count_parameters(G), "params_D": count_parameters(state.modules["D"]),
+                     "train_seconds": round(train_seconds, 2),
+                     "images_per_s": round(steps_run * cfg.batch_size / max(train_seconds, 1e-9), 1),
+                     "judge": {"classifier": judge.bundle.weights_id, "test_acc": judge.test_acc,
+                               "real_reference_images": reference.n}}
+    fake = fixed = None
+    if final:
+        fake = sample(G, eval_z, eval_y, bf16=bf16)
+        metrics["final"] = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
+        fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
+    if draw:
+        _draw(run, cfg, state, data, metrics.get("final", {}), fake, fixed, nrow, cond)
+    return run.log_metrics(**metrics)
+
+
+def _draw(run, cfg, state, data, final_m, fake, fixed, nrow, cond) -> None:
+    import numpy as np
+    from PIL import Image
+
     title = f"{cfg.model} on {data.name}"
     if state.step_log:
         run.save_figure(figures.curves_figure(state.step_log, title=title), "curves")
@@ -353,35 +391,20 @@ def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond,
     snaps = list(zip(state.extra["strip_steps"], state.extra["strip"]))
     if snaps:
         run.save_figure(figures.progress_strip_figure(snaps), "progress_strip")
-        frames = sorted((run.figures / "progress").glob("step_*.png"))
-        if frames:
-            from PIL import Image
-
-            figures.write_gif(run.figures / "progress.gif", [__import__("numpy").asarray(Image.open(f).convert("RGB"))
-                                                              for f in frames])
-    metrics: dict = {"model": cfg.model, "dataset": data.name, "train_images": len(data.train),
-                     "steps": state.step, "epochs_done": state.epoch, "precision": "bf16" if bf16 else "fp32",
-                     "params_G": count_parameters(G), "params_D": count_parameters(state.modules["D"]),
-                     "train_seconds": round(train_seconds, 2),
-                     "images_per_s": round(steps_run * cfg.batch_size / max(train_seconds, 1e-9), 1),
-                     "judge": {"classifier": judge.bundle.weights_id, "test_acc": judge.test_acc,
-                               "real_reference_images": reference.n}}
-    if final:
-        fake = sample(G, eval_z, eval_y, bf16=bf16)
-        final_m = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
-        metrics["final"] = final_m
-        fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
-        run.save_figure(figures.samples_figure(fixed if not cond else fake[:64], nrow=nrow if not cond else 10,
-                                               title=f"{title}: FD {final_m.get('frechet', math.nan):.2f}"), "samples")
-        if cond:
-            run.save_figure(figures.conditional_grid_figure(fixed, n_z=15, classes=data.classes,
-                                                            title=f"{title}: conditional accuracy "
-                                                                  f"{final_m.get('cond_acc', math.nan):.3f}"),
-                            "cdcgan_grid")
-        if data.digits:
-            run.save_figure(figures.class_histogram_figure({cfg.model: final_m["class_hist"]}, data.classes),
-                            "class_histogram")
-    return run.log_metrics(**metrics)
+    frames = sorted((run.figures / "progress").glob("step_*.png"))
+    if frames:
+        figures.write_gif(run.figures / "progress.gif", [np.asarray(Image.open(f).convert("RGB")) for f in frames])
+    if fixed is None:
+        return
+    run.save_figure(figures.samples_figure(fixed if not cond else fake[:100], nrow=nrow if not cond else 10,
+                                           title=f"{title}: FD {final_m.get('frechet', math.nan):.2f}"), "samples")
+    if cond:
+        run.save_figure(figures.conditional_grid_figure(
+            fixed, n_z=15, classes=data.classes,
+            title=f"{title}: conditional accuracy {final_m.get('cond_acc', math.nan):.3f}"), "cdcgan_grid")
+    if "class_hist" in final_m:
+        run.save_figure(figures.class_histogram_figure({cfg.model: final_m["class_hist"]}, data.classes),
+                        "class_histogram")
 
 
 def config_from(base: GANConfig | None = None, **overrides) -> GANConfig:
