@@ -5,7 +5,7 @@ nodes by name, and we insert a ``clone`` right after each requested node so that
 ReLU (VGG, SqueezeNet) cannot overwrite the value we return. 4-D feature maps are average-pooled
 over space (or flattened, on request); every vector is L2-normalised (``normalize=False`` keeps raw activations, for training a head).
 
-Features stream batch by batch into a disk cache (``.npy`` memmaps, written then renamed) keyed by
+Raw (pooled, un-normalised) features stream batch by batch into a disk cache (``.npy`` memmaps, written then renamed) keyed by
 model, weights, layer, data and preprocessing, so a sweep over layers and C values extracts each
 image once and memory stays bounded on large folders.
 """
@@ -70,10 +70,10 @@ class Features:
     cached_layers: list[str]
 
 
-def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str, normalize: bool) -> str:
+def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str) -> str:
     desc = json.dumps({"arch": bundle.arch, "weights": bundle.weights_id, "node": node, "data": dataset.fingerprint,
                        "size": bundle.input_size, "mean": bundle.mean, "std": bundle.std, "channels": bundle.in_channels,
-                       "spatial": spatial, "normalize": normalize, "v": 1}, sort_keys=True)
+                       "spatial": spatial, "v": 2}, sort_keys=True)
     return hashlib.sha1(desc.encode()).hexdigest()[:20]
 
 
@@ -89,7 +89,7 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     nodes = resolve_layers(bundle.arch, bundle.model, layers)
     folder = Path(cache) if cache else cache_dir("features")
     tname = getattr(input_transform, "__name__", "none") if input_transform else "none"
-    keys = {name: _cache_key(bundle, node, dataset, spatial, normalize) + ("" if tname == "none" else "-" + tname)
+    keys = {name: _cache_key(bundle, node, dataset, spatial) + ("" if tname == "none" else "-" + tname)
             for name, node in nodes.items()}
     arrays: dict[str, np.ndarray] = {}
     labels = None
@@ -104,18 +104,20 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     if missing:
         t0 = time.perf_counter()
         new, labels = _extract(bundle, dataset, {n: nodes[n] for n in missing}, batch_size=batch_size,
-                               spatial=spatial, normalize=normalize, num_workers=num_workers, progress=progress,
+                               spatial=spatial, num_workers=num_workers, progress=progress,
                                input_transform=input_transform,
                                out_files={n: folder / f"{keys[n]}.npy" for n in missing} if use_cache else None,
                                labels_files={n: folder / f"{keys[n]}.labels.npy" for n in missing} if use_cache else None)
         arrays.update(new)
         seconds = time.perf_counter() - t0
+    if normalize:  # the cache holds raw activations (a new head trains on those): normalise on the way out
+        arrays = {n: a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12) for n, a in arrays.items()}
     return Features({n: arrays[n] for n in nodes}, np.asarray(labels), list(dataset.classes), seconds,
                     [n for n in nodes if n not in missing])
 
 
 @torch.inference_mode()
-def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, normalize, num_workers, progress, input_transform,
+def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, num_workers, progress, input_transform,
              out_files, labels_files):
     dev = bundle.device
     extractor = make_extractor(bundle.model, sorted(set(nodes.values())))
@@ -133,7 +135,7 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, nor
             x = bundle.preprocess(images.to(dev, non_blocking=True))
             outs = extractor(x)
             for name, node in nodes.items():
-                feat = pool_features(outs[node], spatial, normalize).cpu().numpy()
+                feat = pool_features(outs[node], spatial, normalize=False).cpu().numpy()
                 if name not in bufs:  # allocate once the feature size is known
                     shape = (n_max, feat.shape[1])
                     if out_files is not None:
