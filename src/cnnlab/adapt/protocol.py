@@ -33,13 +33,15 @@ class ProtocolConfig:
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     pseudo_from: tuple[str, ...] = ("dann",)  # start self-training from these models' label-free picks
     select_by: str = "source_val_acc"  # the label-free criterion that picks a model's checkpoint for pseudo-labelling
+    dev_samples: int = 2000  # images per domain for the DEV domain discriminator
 
     def config_for(self, method: str) -> AdaptConfig:
         epochs = {"source_only": self.source_only_epochs, "dann": self.dann_epochs,
                   "target_only": self.target_only_epochs}[method]
         batch = self.dann_batch if method == "dann" else self.source_batch
         return course_config(method, epochs=epochs, batch_size=batch, lr=self.lr, seed=self.seed,
-                             lambda_schedule=self.lambda_schedule, precision=self.precision)
+                             lambda_schedule=self.lambda_schedule, precision=self.precision,
+                             dev_samples=self.dev_samples)
 
 
 def summary_row(name: str, history: list[dict], *, unit: str = "epoch") -> dict:

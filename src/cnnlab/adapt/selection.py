@@ -37,13 +37,15 @@ def mean_entropy(logits: torch.Tensor) -> float:
 def density_ratio(source_feats: torch.Tensor, target_feats: torch.Tensor, query: torch.Tensor) -> np.ndarray:
     """w(x) = p_t(x)/p_s(x) at ``query`` from a logistic-regression domain discriminator on standardised features."""
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     xs, xt, xq = (t.double().numpy() for t in (source_feats, target_feats, query))
     mu, sd = np.concatenate([xs, xt]).mean(0), np.concatenate([xs, xt]).std(0) + 1e-6
     x = (np.concatenate([xs, xt]) - mu) / sd
     y = np.r_[np.zeros(len(xs)), np.ones(len(xt))]
-    clf = LogisticRegression(C=0.1, max_iter=300).fit(x, y)  # deterministic (lbfgs), no RNG
-    p_t = np.clip(clf.predict_proba((xq - mu) / sd)[:, 1], 1e-4, 1 - 1e-4)
+    with threadpool_limits(1):  # a small fit: BLAS threads only spin-wait on a busy machine
+        clf = LogisticRegression(C=0.1, max_iter=300).fit(x, y)  # deterministic (lbfgs), no RNG
+        p_t = np.clip(clf.predict_proba((xq - mu) / sd)[:, 1], 1e-4, 1 - 1e-4)
     return (len(xs) / len(xt)) * p_t / (1 - p_t)
 
 

@@ -1,0 +1,131 @@
+"""DANN training: the first domain loss, the reversed gradient, resume, divergence."""
+
+import copy
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab.adapt import dann as dann_mod
+from cnnlab.adapt.dann import AdaptConfig, dann_losses, train_adapt
+from cnnlab.adapt.domains import DomainPair, preprocess
+from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
+from cnnlab.adapt.networks import DANNNet
+from cnnlab.data import TensorImageSet
+from cnnlab.errors import TrainingDiverged
+
+CLASSES = [str(i) for i in range(10)]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and OpenMP spin-waits crawl on a shared, busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _set(n, channels, seed, name):
+    g = torch.Generator().manual_seed(seed)
+    return TensorImageSet(torch.randint(0, 256, (n, channels, 28, 28), generator=g, dtype=torch.uint8),
+                          torch.randint(0, 10, (n,), generator=g), CLASSES, name)
+
+
+def tiny_domains(n=48):
+    return DomainPair(_set(n, 1, 0, "s"), _set(16, 1, 1, "sv"), _set(16, 1, 2, "st"), _set(n, 3, 3, "t"),
+                      _set(16, 3, 4, "tt"), "s", "t")
+
+
+def test_domain_loss_starts_near_ln2():
+    torch.manual_seed(0)
+    net = DANNNet()
+    d = tiny_domains(64)
+    out = dann_losses(net, preprocess(d.source_train.images[:64]), d.source_train.labels[:64],
+                      preprocess(d.target_train.images[:64]), 0.0)
+    assert out["domain_loss"].item() == pytest.approx(math.log(2), abs=0.05)
+    assert out["class_loss"].item() == pytest.approx(math.log(10), abs=0.3)
+
+
+def _grads(net, loss):
+    net.zero_grad()
+    loss.backward()
+    return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
+
+
+def test_dann_step_updates_features_with_the_reversed_domain_gradient():
+    torch.manual_seed(0)
+    net = DANNNet()
+    d = tiny_domains(8)
+    xs, ys = preprocess(d.source_train.images[:8]), d.source_train.labels[:8]
+    xt = preprocess(d.target_train.images[:8])
+    lam, lr = 0.7, 0.05
+    # oracle: separate gradients of the two losses without any GRL
+    ref = copy.deepcopy(net)
+    g_cls = _grads(ref, dann_losses(ref, xs, ys, xt, None)["class_loss"])
+    g_dom = _grads(ref, dann_losses(ref, xs, ys, xt, None)["domain_loss"])
+    # the DANN step
+    before = {k: p.detach().clone() for k, p in net.named_parameters()}
+    opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+    out = dann_losses(net, xs, ys, xt, lam)
+    opt.zero_grad()
+    (out["class_loss"] + out["domain_loss"]).backward()
+    opt.step()
+    for k, p in net.named_parameters():
+        if k.startswith("features"):  # label gradient minus λ × domain gradient
+            expected = g_cls[k] - lam * g_dom[k]
+        elif k.startswith("domain"):  # the domain head descends its own loss
+            expected = g_dom[k]
+        else:
+            expected = g_cls[k]
+        assert torch.allclose(p.grad, expected, atol=1e-6, rtol=1e-4), k
+        assert torch.allclose(p.detach(), before[k] - lr * expected, atol=1e-6, rtol=1e-4), k  # first SGD step
+    # and the feature gradient is not the plain sum (the reversal matters)
+    k = "features.0.weight"
+    assert not torch.allclose(net.features[0].weight.grad, g_cls[k] + g_dom[k], atol=1e-6)
+
+
+def _cfg(**kw):
+    return replace(AdaptConfig(method="dann", epochs=2, batch_size=16, dev_samples=16,
+                               lambda_schedule=LambdaSchedule("paper"), lr=LRSchedule("paper")), **kw)
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    d = tiny_domains()
+    full = train_adapt(d, _cfg(), out=tmp_path / "a")
+    calls = {"n": 0}
+    real = dann_mod.dann_losses
+
+    def interrupt_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # 3 steps per epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(dann_mod, "dann_losses", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapt(d, _cfg(), out=tmp_path / "b")
+    monkeypatch.setattr(dann_mod, "dann_losses", real)
+    resumed = train_adapt(d, _cfg(), out=tmp_path / "b", resume=True)
+    strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
+    assert strip(resumed.history) == strip(full.history)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert sorted(resumed.epoch_weights) == [1, 2]
+
+
+def test_source_only_and_target_only_report_per_epoch_metrics(tmp_path):
+    d = tiny_domains()
+    for method in ("source_only", "target_only"):
+        res = train_adapt(d, _cfg(method=method, epochs=1), out=tmp_path)
+        row = res.history[0]
+        assert {"source_val_acc", "source_test_acc", "target_test_acc", "dev_risk", "target_entropy"} <= set(row)
+        assert "domain_acc" not in row and (tmp_path / method / "epoch001.pt").exists()
+
+
+def test_nan_loss_stops_cleanly_with_a_message(tmp_path):
+    with pytest.raises(TrainingDiverged, match="diverged"):
+        train_adapt(tiny_domains(), _cfg(lr=LRSchedule("constant", 1e6), epochs=3), out=tmp_path)
+    assert (tmp_path / "dann" / "checkpoint.pt").exists() or not list((tmp_path / "dann").glob("epoch*.pt"))

@@ -1,0 +1,53 @@
+"""Part C's lab section (dry run) and the CLI's error messages."""
+
+import math
+
+import pytest
+import torch
+
+from cnnlab.cli import main
+from cnnlab.lab import LabContext
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):
+    from cnnlab.adapt.lab import run_lab
+
+    sections = run_lab(LabContext(out=tmp_path, dry_run=True))
+    qids = [s.qid for s in sections]
+    assert {"C-setup", "C-results", "C-Q1", "C-Q2", "C-Q3", "C-Q4", "C-tSNE"} <= set(qids)
+    tables = [b["table"] for s in sections for b in s.blocks if "table" in b]
+    nums = [v for t in tables for row in t for v in row.values() if isinstance(v, float)]
+    assert len(nums) > 20 and all(math.isfinite(v) for v in nums)
+    accs = [row["target test acc (last)"] for row in sections[qids.index("C-results")].blocks[1]["table"]]
+    assert all(0.0 <= a <= 1.0 for a in accs)
+    figs = [b["figure"] for s in sections for b in s.blocks if "figure" in b]
+    assert len(figs) >= 7 and all((tmp_path / "C-adapt" / "figures").exists() for _ in figs)
+    for f in figs:
+        assert torch.tensor(1) and __import__("pathlib").Path(f).is_file(), f
+
+
+@pytest.mark.parametrize("argv, msg", [
+    (["adapt", "--lambda-schedule", "cosine"], "lambda-schedule"),
+    (["adapt", "--studies", "everything"], "--studies"),
+    (["adapt", "--source", "mnist-embedded", "--target", "mnist-embedded"], "two different domains"),
+    (["adapt", "--photos", "/nonexistent/photos"], "not a folder"),
+    (["adapt", "--source", "mnist"], "--data-root"),
+    (["adapt", "--methods", "dann,magic"], "unknown method"),
+])
+def test_cli_errors_are_one_clear_line(argv, msg, tmp_path, capsys):
+    rc = main(argv + ["--out", str(tmp_path / "run"), "--dry-run"])
+    err = capsys.readouterr().err
+    assert rc == 2 and msg in err and "Traceback" not in err
+
+
+def test_mnistm_command_dry_run(tmp_path, capsys):
+    assert main(["mnistm", "--dry-run", "--photos", "embedded", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "figures" / "samples.png").is_file() and (tmp_path / "mnistm.csv").is_file()

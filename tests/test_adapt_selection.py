@@ -1,0 +1,50 @@
+"""Label-free model selection and pseudo-label choice."""
+
+import numpy as np
+import pytest
+import torch
+
+from cnnlab.adapt.pseudo import select_pseudo_labels
+from cnnlab.adapt.selection import dev_risk, mean_entropy, select_epoch
+
+
+def test_dev_equals_the_plain_mean_when_domains_match():
+    g = torch.Generator().manual_seed(0)
+    fs, ft, fv = (torch.randn(400, 5, generator=g) for _ in range(3))
+    losses = torch.rand(400, generator=g)
+    assert dev_risk(fs, ft, fv, losses) == pytest.approx(losses.mean().item(), abs=0.05)
+
+
+def test_dev_weights_the_loss_towards_the_target():
+    g = torch.Generator().manual_seed(1)
+    fs = torch.randn(600, 2, generator=g)
+    ft = torch.randn(600, 2, generator=g) + torch.tensor([1.5, 0.0])  # the target lies to the right
+    fv = torch.randn(600, 2, generator=g)
+    losses = (fv[:, 0] > 0).float()  # errors only on the right half
+    assert dev_risk(fs, ft, fv, losses) > losses.mean().item() + 0.2
+
+
+def test_entropy_bounds():
+    assert mean_entropy(torch.zeros(3, 10)) == pytest.approx(np.log(10))
+    assert mean_entropy(torch.tensor([[100.0, 0, 0]])) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_select_epoch_directions_and_ties():
+    h = [{"epoch": 1, "source_val_acc": 0.9, "dev_risk": 0.3, "target_test_acc": 0.5},
+         {"epoch": 2, "source_val_acc": 0.95, "dev_risk": 0.4, "target_test_acc": 0.7},
+         {"epoch": 3, "source_val_acc": 0.95, "dev_risk": 0.2, "target_test_acc": 0.6}]
+    assert select_epoch(h, "source_val_acc")["epoch"] == 2  # earliest of equals
+    assert select_epoch(h, "dev_risk")["epoch"] == 3
+    assert select_epoch(h, "target_test_acc")["epoch"] == 2
+    assert select_epoch(h, "last")["epoch"] == 3
+
+
+def test_pseudo_labels_threshold_and_class_balance():
+    logits = torch.full((10, 3), -10.0)
+    logits[:8, 0] = 10.0  # 8 confident "0"
+    logits[8, 1] = 10.0  # 1 confident "1"
+    logits[9] = 0.0  # unsure
+    idx, pl = select_pseudo_labels(logits, threshold=0.9, class_balance=False)
+    assert idx.tolist() == list(range(9)) and pl.tolist() == [0] * 8 + [1]
+    idx, pl = select_pseudo_labels(logits, threshold=0.9, class_balance=True, cap_fraction=1.0)
+    assert (pl == 0).sum().item() == 4 and (pl == 1).sum().item() == 1  # cap ⌈10/3⌉ = 4 per class
