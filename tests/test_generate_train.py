@@ -125,3 +125,21 @@ def test_sweep_table_and_grid(tmp_path, patched_judge):
     assert json.loads((tmp_path / "sweep" / "nz10" / "config.json").read_text())["config"]["nz"] == 10
     assert res.grid.is_file() and res.figures["interpolation"].is_file()
     assert (tmp_path / "sweep" / "sweep.csv").read_text().startswith("variant,")
+
+
+def test_user_image_folder_at_64(tmp_path):
+    """Any image folder, RGB, 64×64 (one more block): trained and judged by distance only (not digits)."""
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(0)
+    for c in ("red", "blue"):
+        (tmp_path / "imgs" / c).mkdir(parents=True)
+        for i in range(12):
+            arr = (torch.rand(40, 48, 3, generator=rng) * 255).to(torch.uint8).numpy()
+            arr[..., 0 if c == "red" else 2] = 255
+            Image.fromarray(arr).save(tmp_path / "imgs" / c / f"{i}.png")
+    res = train_gan(_cfg(dataset=f"imagefolder:{tmp_path / 'imgs'}", size=64, subset=None, batch_size=8,
+                         eval_samples=20), out=tmp_path / "run", device="cpu", judge=tiny_judge(), figures=False)
+    assert res.G(torch.randn(2, 100)).shape == (2, 3, 64, 64)
+    assert set(res.metrics["final"]) == {"n", "frechet"}  # not digits: no class-based numbers
+    assert res.metrics["train_images"] == 16  # the 70 % training split of 24 images

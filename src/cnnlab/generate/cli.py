@@ -22,26 +22,29 @@ def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     g.add_argument("--dataset", default=None,
                    help="mnist (needs --data-root), mnist-embedded, digits, cifar10, imagefolder:PATH "
                         "(default: mnist when --data-root holds it, else mnist-embedded)")
-    g.add_argument("--size", type=int, default=d.size, choices=(32, 64), help="image size (64: one more block)")
-    g.add_argument("--epochs", type=int, default=d.epochs)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--size", type=int, default=d.size, choices=(32, 64), help="image size (64: one more block; default 32)")
+    g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
     g.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     if not sweep:
-        g.add_argument("--nz", type=int, default=d.nz, help="latent size")
+        g.add_argument("--nz", type=int, default=d.nz, help="latent size (default %(default)s)")
         g.add_argument("--ngf", type=int, default=None, help="generator width (default: dcgan 32, cdcgan 128)")
         g.add_argument("--ndf", type=int, default=None, help="discriminator width (default: dcgan 32, cdcgan 64)")
-        g.add_argument("--lr-d", type=float, default=d.lr_d)
-        g.add_argument("--lr-g", type=float, default=d.lr_g)
-        g.add_argument("--beta1", type=float, default=d.beta1)
-        g.add_argument("--g-loss", default=d.g_loss, choices=G_LOSSES, help="generator loss (D-Q3)")
-        g.add_argument("--init", default=d.init, choices=("dcgan", "pytorch"), help="N(0, 0.02) or PyTorch's default")
+        g.add_argument("--lr-d", type=float, default=d.lr_d, help="D's Adam learning rate (default %(default)s)")
+        g.add_argument("--lr-g", type=float, default=d.lr_g, help="G's Adam learning rate (default %(default)s)")
+        g.add_argument("--beta1", type=float, default=d.beta1, help="Adam's beta1 for both (default %(default)s)")
+        g.add_argument("--g-loss", default=d.g_loss, choices=G_LOSSES,
+                       help="generator loss (D-Q3; default %(default)s)")
+        g.add_argument("--init", default=d.init, choices=("dcgan", "pytorch"),
+                       help="dcgan: N(0, 0.02); pytorch: the framework's default (default %(default)s)")
         g.add_argument("--no-y-in-d", action="store_true", help="cdcgan: remove y from D (D-Q7)")
     g.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between fixed-noise grids (0: ~20 per run)")
-    g.add_argument("--eval-samples", type=int, default=d.eval_samples, help="generated images judged per epoch")
+    g.add_argument("--eval-samples", type=int, default=d.eval_samples,
+                   help="generated images judged after each epoch (default %(default)s)")
     g.add_argument("--judge", default=None, choices=("mnist", "mnist-embedded"),
                    help="dataset of the digit classifier that judges samples (default: mnist for mnist)")
     g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
-                   help="auto: bf16 autocast on CPUs with native bf16 (about 2x faster), else fp32")
+                   help="auto (default): bf16 autocast on CPUs with native bf16 (about 1.7x faster), else fp32")
 
 
 def _dataset(args) -> str:
@@ -112,8 +115,7 @@ def add_commands(sub) -> None:
     gsub = gan.add_subparsers(dest="gan_command", metavar="GAN_COMMAND")
     gan.set_defaults(func=lambda a: (gan.print_help(), 1)[1])
 
-    t = gsub.add_parser("train", help="train a DCGAN or cDCGAN, judge its samples (run folder with figures)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    t = gsub.add_parser("train", help="train a DCGAN or cDCGAN, judge its samples (run folder with figures)")
     add_common(t, out_default="runs/gan")
     _add_settings(t)
     t.set_defaults(func=_cmd_train)
