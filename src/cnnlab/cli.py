@@ -60,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 1
+    from cnnlab.distributed import init_from_env
+
     try:
+        init_from_env()  # under torchrun: join the process group (no-op otherwise)
         result = args.func(args)
     except CnnlabError as e:
         print(f"error: {e}", file=sys.stderr)

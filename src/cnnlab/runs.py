@@ -158,7 +158,11 @@ class Run:
     @classmethod
     def create(cls, out: str | os.PathLike, command: str, config: Any, seed: int,
                resume: bool = False) -> "Run":
+        from cnnlab import distributed
+
         root = Path(out)
+        if not distributed.is_main():  # under torchrun only rank 0 writes the run folder
+            root = Path(tempfile.mkdtemp(prefix=f"cnnlab-rank{distributed.rank()}-"))
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe = root / ".write-test"

@@ -24,6 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab import distributed
 from cnnlab.errors import TrainingDiverged
 from cnnlab.progress import progress_bar
 from cnnlab.runs import save_torch
@@ -129,6 +130,19 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     if resume and ckpt is not None and ckpt.exists():
         state.load(ckpt)
         log.info("resumed from %s at epoch %d (step %d)", ckpt, state.epoch, state.step)
+    # Under torchrun: same start on every rank, gradients averaged before every optimiser step.
+    distributed.broadcast_modules(state.modules.values())
+    hooks = distributed.attach_gradient_averaging(state.optimizers.values())
+    try:
+        _epochs(state, epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc)
+    finally:
+        for h in hooks:
+            h.remove()
+    state.eval()
+    return state
+
+
+def _epochs(state, epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc) -> None:
     while state.epoch < epochs:
         t0 = time.perf_counter()
         state.train()
@@ -148,7 +162,7 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
                 bar.set_postfix({k: f"{v / n:.3g}" for k, v in list(sums.items())[:3]})
         for sch in state.schedulers.values():
             sch.step()
-        row = {"epoch": state.epoch + 1, **{k: v / max(n, 1) for k, v in sums.items()}}
+        row = {"epoch": state.epoch + 1, **distributed.all_reduce_mean({k: v / max(n, 1) for k, v in sums.items()})}
         if evaluate is not None:
             state.eval()
             with torch.no_grad():
@@ -160,10 +174,9 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if isinstance(v, float)))
         if on_epoch_end is not None:
             on_epoch_end(state, row)
-        if ckpt is not None:
+        if ckpt is not None and distributed.is_main():
             state.save(ckpt)
-    state.eval()
-    return state
+        distributed.barrier()
 
 
 # --------------------------------------------------------------------------- the supervised case

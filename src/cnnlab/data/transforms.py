@@ -31,8 +31,13 @@ def to_float(images: torch.Tensor, *, size: int | None = None, channels: int | N
 
 def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
                   drop_last: bool = False) -> Iterator[torch.Tensor]:
-    """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling)."""
+    """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling).
+
+    Under torchrun every rank draws the same permutation and keeps its share of each global batch,
+    so the effective batch size, and the result, do not depend on the number of processes."""
+    from cnnlab.distributed import shard
+
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     for s in range(0, stop, batch_size):
-        yield order[s:s + batch_size]
+        yield shard(order[s:s + batch_size])
