@@ -1,0 +1,529 @@
+"""Part B of ``cnnlab lab``: saliency, fooling images, attacks and class visualisation (B-Q1..B-Q11).
+
+Two settings, chosen by what the machine has:
+
+- **ImageNet** (the course): a user's ImageNet model (``--arch/--weights``) or SqueezeNet 1.1 when its
+  torchvision weights are cached, plus VGG16 (or SqueezeNet) as the second network when cached, on
+  the course's 25 images (``imagenet_val_25.npz`` under ``--data-root``), with the course's examples:
+  quail → stingray; tarantula, gorilla, hourglass …; hay → snail.
+- **embedded digits** (offline default): cnnlab's digit CNN trained on embedded MNIST, a second one
+  of another seed as "another network"; saliency of digits, fooling 3 → 8 …, each digit visualised.
+
+Every number in the text is read from the measurements of this run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cnnlab.explain import figures
+from cnnlab.explain.attacks import fgsm, ifgsm, pgd
+from cnnlab.explain.classviz import class_visualization, final_scores, sweep
+from cnnlab.explain.fooling import fooling_images, image_target_pairs, random_targets
+from cnnlab.explain.inputs import class_name, model_input, to_pixels
+from cnnlab.explain.metrics import attack_table, image_quality, keep_salient, summarize, transfer_matrix
+from cnnlab.explain.saliency import grad_cam, gradcam_layer, predict, saliency_maps, smoothgrad
+from cnnlab.explain.sanity import model_randomization_check, spearman
+from cnnlab.models import ModelBundle
+from cnnlab.report import Section
+from cnnlab.runs import Run
+
+log = logging.getLogger("cnnlab")
+
+
+@dataclass
+class Setup:
+    """What the section runs on: two networks, images, and the course's examples for them."""
+
+    kind: str  # "imagenet" | "digits"
+    a: ModelBundle
+    a_name: str
+    b: ModelBundle | None
+    b_name: str
+    images: torch.Tensor  # uint8 (N,C,H,W)
+    labels: torch.Tensor
+    show: list[int]  # images of the saliency figures
+    fool_pairs: list[tuple[int, int]]  # (image, target) of the B-Q5 figure
+    stats_images: list[int]  # images × random targets for the fooling statistics
+    targets_per_image: int
+    classes: list[int]  # B-Q8
+    sweep_class: int  # B-Q9
+    init_pairs: list[tuple[int, int]]  # B-Q10: (image, target)
+    eps: float  # attacks, pixel units
+    eps_l2: float
+    notes: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- choosing the setting
+def _imagenet_setup(ctx) -> Setup | None:
+    from cnnlab.data import load_dataset
+    from cnnlab.models import build_model
+    from cnnlab.models.registry import weights_cached
+
+    npz = Path(ctx.data_root) / "imagenet_val_25.npz" if ctx.data_root else None
+    if npz is None or not npz.is_file():
+        return None
+    nets: list[tuple[str, str, tuple | None, tuple | None]] = []
+    if ctx.arch:
+        nets.append((ctx.arch, ctx.weights or "DEFAULT", ctx.mean, ctx.std))
+    for arch in ("squeezenet1_1", "vgg16"):
+        if weights_cached(arch) and all(arch != n[0] for n in nets):
+            nets.append((arch, "DEFAULT", None, None))
+    if not nets:
+        return None
+    bundles = [build_model(a, w, mean=m, std=s, device=ctx.device) for a, w, m, s in nets[:2]]
+    names = [f"{a}" + (f" ({Path(w).name})" if w not in ("DEFAULT", "NONE") else "") for a, w, _, _ in nets[:2]]
+    ds = load_dataset("imagenet-val25", "test", data_root=ctx.data_root)
+    n_cls = 7 if not (ctx.quick or ctx.dry_run) else (2 if ctx.quick else 1)
+    return Setup(kind="imagenet", a=bundles[0], a_name=names[0], b=bundles[1] if len(bundles) > 1 else None,
+                 b_name=names[1] if len(names) > 1 else "", images=ds.images, labels=ds.labels,
+                 show=list(range(ctx.budget(5, 5, 2))), fool_pairs=[(1, 6), (3, 366), (0, 113)][:ctx.budget(3, 2, 1)],
+                 stats_images=list(range(ctx.budget(25, 10, 2))), targets_per_image=ctx.budget(3, 1, 1),
+                 classes=[76, 78, 187, 683, 366, 604, 113][:n_cls], sweep_class=76, init_pairs=[(0, 113)],
+                 eps=2 / 255, eps_l2=0.5,
+                 notes=[] if len(bundles) > 1 else ["no second ImageNet network is available (no cached VGG16/"
+                                                    "SqueezeNet weights), so B-Q4/B-Q11 are skipped"])
+
+
+def _digit_net(seed: int, quick_train: bool) -> ModelBundle:
+    """The embedded digit classifier of ``seed`` (cached), or, for a dry run without a cached one, a
+    digitnet trained for one epoch on 500 digits (seconds, not minutes)."""
+    from cnnlab.models.pretrained import digit_classifier
+    from cnnlab.runs import cache_dir
+
+    cached = (cache_dir("pretrained") / f"digitnet-mnist-embedded-e8-s{seed}.pth").exists()
+    if cached or not quick_train:
+        return digit_classifier(seed=seed)
+    from cnnlab.data import load_dataset
+    from cnnlab.models import build_model
+    from cnnlab.train import train_classifier
+
+    train = load_dataset("mnist-embedded", "train")
+    torch.manual_seed(seed)
+    bundle = build_model("digitnet", "NONE")
+    train_classifier(bundle.model, train.images[seed::8], train.labels[seed::8], preprocess=bundle.preprocess,
+                     epochs=1, seed=seed, desc="digit classifier (dry run)")
+    bundle.model.eval()
+    return bundle
+
+
+def _digit_setup(ctx) -> Setup:
+    from cnnlab.data import load_dataset
+
+    a, b = _digit_net(0, ctx.dry_run), _digit_net(1, ctx.dry_run)
+    ds = load_dataset("mnist-embedded", "test")
+    first = [int((ds.labels == d).nonzero()[0]) for d in range(10)]  # one image of each digit
+    first_of = dict(enumerate(first))
+    n_stats = ctx.budget(100, 30, 6)
+    spread = torch.linspace(0, len(ds) - 1, n_stats).round().long().tolist()  # all classes (sorted by class)
+    return Setup(kind="digits", a=a, a_name="digit CNN (seed 0)", b=b, b_name="digit CNN (seed 1)",
+                 images=ds.images, labels=ds.labels, show=first if not ctx.dry_run else first[:4],
+                 fool_pairs=[(first_of[3], 8), (first_of[1], 7), (first_of[4], 9), (first_of[0], 6)][:ctx.budget(4, 4, 2)],
+                 stats_images=spread, targets_per_image=ctx.budget(3, 2, 1), classes=list(range(ctx.budget(10, 10, 3))),
+                 sweep_class=3, init_pairs=[(first_of[4], 4), (first_of[4], 9)], eps=0.2, eps_l2=2.0)
+
+
+# --------------------------------------------------------------------------- helpers
+def _pix(bundle: ModelBundle, images: torch.Tensor) -> torch.Tensor:
+    return to_pixels(bundle, model_input(bundle, images)).cpu()
+
+
+def _short(s: str, n: int = 16) -> str:
+    s = s.split(",")[0]
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
+def _pct(v: float) -> str:
+    return "n/a" if v is None or not np.isfinite(v) else f"{100 * v:.0f}%"
+
+
+def _top_share(m: torch.Tensor, frac: float = 0.05) -> float:
+    v = m.flatten().double()
+    k = max(1, int(round(frac * v.numel())))
+    return float(v.topk(k).values.sum() / v.sum()) if float(v.sum()) > 0 else float("nan")
+
+
+# --------------------------------------------------------------------------- saliency (B-Q1..B-Q4)
+def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Section]:
+    idx = s.show
+    imgs, labels = s.images[idx], s.labels[idx]
+    a = s.a
+    probs = predict(a, imgs)
+    pred = probs.argmax(1)
+    names = [class_name(a, int(y)) for y in labels]
+    titles = [f"{_short(n)}\npred {_short(class_name(a, int(p)))}" for n, p in zip(names, pred)]
+    pix = _pix(a, imgs)
+    sal = saliency_maps(a, imgs, labels)  # the course explains the true class
+    sg = smoothgrad(a, imgs, labels, samples=ctx.budget(25, 10, 3), generator=g)
+    layer = gradcam_layer(a)
+    cam = grad_cam(a, imgs, labels, layer=layer)
+
+    # B-Q1: where the map's mass goes
+    rows = []
+    for i in range(len(idx)):
+        r = {"image": idx[i], "label": names[i], "pred": class_name(a, int(pred[i])), "p_pred": float(probs[i, pred[i]]),
+             "top5%_share": _top_share(sal[i])}
+        if s.kind == "digits":
+            stroke = (pix[i, 0] > 0.5)
+            r["stroke_pixels"] = float(stroke.float().mean())
+            r["stroke_share"] = float(sal[i][stroke].sum() / sal[i].sum())
+        else:
+            h, w = sal[i].shape
+            centre = sal[i][h // 4:3 * h // 4, w // 4:3 * w // 4]
+            r["centre_share"] = float(centre.sum() / sal[i].sum())  # central quarter of the area
+        rows.append(r)
+    run.write_table("saliency_per_image", rows)
+    f1 = run.save_figure(figures.maps_figure(pix, {"saliency": sal}, titles), "B-Q1_saliency")
+    top5 = float(np.mean([r["top5%_share"] for r in rows]))
+    q1 = Section("B-Q1", "Saliency maps: show and interpret")
+    q1.figure(f1, f"Saliency maps (|∂ s_y/∂x|, max over channels) of {s.a_name} for the true class.")
+    q1.table(rows, "Where each map's mass lies")
+    if s.kind == "digits":
+        st, sp = np.mean([r["stroke_share"] for r in rows]), np.mean([r["stroke_pixels"] for r in rows])
+        q1.text(f"On these {len(rows)} digits the stroke pixels (intensity > 0.5) are {_pct(sp)} of the image but "
+                f"receive {_pct(st)} of the saliency mass ({st / sp:.1f}× their area share), and the 5% most salient "
+                f"pixels hold {_pct(top5)} of it. The gradient is largest on and right next to the strokes: the "
+                "pixels whose change would most move the score are the ones that define the digit's shape, "
+                "including background pixels where a stroke could appear (what separates a 3 from an 8).")
+    else:
+        cs = np.mean([r["centre_share"] for r in rows])
+        q1.text(f"The central quarter of the image holds {_pct(cs)} of the saliency mass on average (25% if the "
+                f"map were uniform), and the 5% most salient pixels hold {_pct(top5)} of it: the maps concentrate "
+                "on the object, which ImageNet photographs mostly centre, and are speckled at pixel scale.")
+
+    # B-Q2: limits, with numbers: noise (SmoothGrad agreement), sanity check, class-discriminativeness
+    other = (labels + 1) % (len(a.categories or []) or 10)
+    sal_other = saliency_maps(a, imgs, other)
+    rho_other = float(np.nanmean([spearman(x, y) for x, y in zip(sal, sal_other)]))
+    rho_sg = float(np.nanmean([spearman(x, y) for x, y in zip(sal, sg)]))
+    rho_cam = float(np.nanmean([spearman(x, y) for x, y in zip(sal, cam)]))
+    sanity = model_randomization_check(a, imgs, labels, steps=ctx.budget(5, 3, 2), generator=g)
+    run.write_table("sanity_check", sanity.rows)
+    f2 = run.save_figure(figures.maps_figure(pix, {"saliency": sal, "SmoothGrad": sg, f"Grad-CAM ({layer})": cam},
+                                             titles, overlay=[f"Grad-CAM ({layer})"]), "B-Q2_methods")
+    f3 = run.save_figure(figures.maps_figure(pix, sanity.maps, titles), "B-Q2_sanity_maps")
+    f4 = run.save_figure(figures.sanity_curve(sanity.rows), "B-Q2_sanity_curve")
+    last = sanity.rows[-1]
+    q2 = Section("B-Q2", "Limits of the saliency map")
+    q2.table([{"comparison": "saliency of true class vs of another class", "spearman": rho_other},
+              {"comparison": "saliency vs SmoothGrad", "spearman": rho_sg},
+              {"comparison": f"saliency vs Grad-CAM ({layer})", "spearman": rho_cam}],
+             "Mean Spearman rank correlation between maps of the same images")
+    q2.table(sanity.rows, "Model-randomisation sanity check (Adebayo et al. 2018): layers re-initialised from the logits down")
+    q2.figure(f2, "Saliency, SmoothGrad and Grad-CAM of the same images")
+    q2.figure(f3, "Saliency maps as more and more layers are randomised")
+    q2.figure(f4, "Similarity to the trained model's maps")
+    q2.text(
+        f"- One pixel at a time: the map is a first-order, local measure; it says nothing about how pixels act "
+        f"together. Maps for the true class and for another class correlate at ρ = {rho_other:.2f}: "
+        + ("much of the map is the same whatever the class, i.e. it reflects the input more than the decision. "
+           if rho_other > 0.5 else "the map does depend on the class asked. ")
+        + f"\n- Noise: averaging over noisy copies (SmoothGrad) keeps ρ = {rho_sg:.2f} of the ranking, the rest is "
+        f"pixel-level noise of the raw gradient; Grad-CAM, which works at the resolution of `{layer}`, agrees at "
+        f"ρ = {rho_cam:.2f}.\n- Sanity: with every layer re-initialised the maps still correlate with the trained "
+        f"ones at ρ = {last['spearman_mean']:.2f} (SSIM {last['ssim_mean']:.2f}); "
+        + ("a sizeable part of what a map shows survives without any learnt weight: that part is the image's own "
+           "structure, not the model's reasoning." if last["spearman_mean"] > 0.3 else
+           "the maps do depend on the learnt weights, as a faithful explanation must.")
+        + "\n- Gradients also saturate (a confident ReLU network can have small gradients on decisive pixels) and "
+        "the absolute value discards the sign (evidence for vs against).")
+
+    # B-Q3: another use: keep only the salient pixels
+    keep = keep_salient(a, imgs, sal, fraction=0.2, generator=g)
+    q3 = Section("B-Q3", "Other uses of the saliency map")
+    q3.table([{"kept pixels": "20% most salient", "prediction unchanged": keep["kept_salient"]},
+              {"kept pixels": "20% at random", "prediction unchanged": keep["kept_random"]}],
+             "Masking the image to a fifth of its pixels (the rest set to the dataset mean)")
+    q3.text(f"Keeping only the 20% most salient pixels preserves the prediction for {_pct(keep['kept_salient'])} "
+            f"of the images, against {_pct(keep['kept_random'])} for a random 20%: "
+            + ("the map does find the pixels the decision rests on, " if keep["kept_salient"] > keep["kept_random"]
+               else "here the map is no better than chance at finding the decisive pixels, ")
+            + "which is what weakly supervised localisation and segmentation (Simonyan et al. seed GrabCut with "
+            "it), region-of-interest compression, data cleaning (spotting a model that looks at watermarks or "
+            "background) and medical decision support use it for.")
+    out = [q1, q2, q3]
+
+    # B-Q4: another network
+    if s.b is not None:
+        sal_b = saliency_maps(s.b, imgs, labels)
+        pred_b = predict(s.b, imgs).argmax(1)
+        rho_ab = [spearman(x, y) for x, y in zip(sal, sal_b)]
+        fb = run.save_figure(figures.maps_figure(pix, {s.a_name: sal, s.b_name: sal_b}, titles), "B-Q4_two_networks")
+        rows_b = [{"image": idx[i], "label": names[i], f"pred {s.a_name}": class_name(a, int(pred[i])),
+                   f"pred {s.b_name}": class_name(s.b, int(pred_b[i])), "spearman A vs B": rho_ab[i],
+                   "top5% A": _top_share(sal[i]), "top5% B": _top_share(sal_b[i])} for i in range(len(idx))]
+        q4 = Section("B-Q4", "Saliency through another network")
+        q4.figure(fb, f"The same images and classes through {s.a_name} and {s.b_name}")
+        q4.table(rows_b)
+        rab = float(np.nanmean(rho_ab))
+        q4.text(f"The two networks' maps of the same image correlate at ρ = {rab:.2f} on average; the 5% most "
+                f"salient pixels hold {_pct(np.mean([r['top5% A'] for r in rows_b]))} of the mass for {s.a_name} "
+                f"and {_pct(np.mean([r['top5% B'] for r in rows_b]))} for {s.b_name}. "
+                + ("They look at broadly the same regions, but pixel by pixel the maps differ: a saliency map "
+                   "explains one network, not the image." if rab > 0.2 else
+                   "Pixel by pixel they hardly agree: a saliency map explains one network, not the image."))
+        out.append(q4)
+    return out
+
+
+# --------------------------------------------------------------------------- fooling and attacks (B-Q5..B-Q7)
+def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Section]:
+    a = s.a
+    cap = ctx.budget(100, 100, 5)
+    pi = [i for i, _ in s.fool_pairs]
+    res = fooling_images(a, s.images[pi], [t for _, t in s.fool_pairs], labels=s.labels[pi], max_iter=cap)
+    rows = attack_table(a, res, image_ids=pi)
+    run.write_table("fooling_examples", rows)
+    titles = [(f"{_short(r['label'])} (image {r['image']})",
+               f"→ {_short(r['pred'])}, {r['iterations']} it" + ("" if r["success"] else " (failed)")) for r in rows]
+    f1 = run.save_figure(figures.fooling_figure(to_pixels(a, res.originals), to_pixels(a, res.images), titles),
+                         "B-Q5_fooling")
+    # statistics: images × random targets
+    imgs, labels = s.images[s.stats_images], s.labels[s.stats_images]
+    tg = random_targets(labels, s.targets_per_image, len(a.categories or []) or 10, generator=g)
+    im2, lb2, t2, index = image_target_pairs(imgs, labels, tg)
+    stats = fooling_images(a, im2, t2, labels=lb2, max_iter=cap)
+    srows = attack_table(a, stats, image_ids=[s.stats_images[i] for i in index.tolist()])
+    run.write_table("fooling_pairs", srows)
+    summ = summarize(srows, "fooling image (course)")
+    f2 = run.save_figure(figures.success_curve({"fooling image": (stats.iterations.numpy(), stats.success.numpy())}, cap),
+                         "B-Q5_success_curve")
+    q5 = Section("B-Q5", "Fooling images")
+    q5.figure(f1, "Original, fooling image, difference, difference ×10 (grey = unchanged)")
+    q5.table(rows, "The examples above")
+    q5.table([summ], f"{len(srows)} pairs: {len(s.stats_images)} images × {s.targets_per_image} random targets, "
+                     f"η = 1, cap {cap} iterations")
+    q5.figure(f2, "Fraction of pairs fooled within n iterations")
+    q5.text(f"{_pct(summ['success_rate'])} of the {len(srows)} image/target pairs reach the target class within {cap} "
+            f"iterations, in a median of {summ['median_iters']:g} iterations. The change is small: on average "
+            f"{summ['linf_255']:.1f}/255 at the most changed pixel, PSNR {summ['psnr']:.1f} dB, SSIM "
+            f"{summ['ssim']:.3f}" + (" (for reference, 40 dB is usually invisible)" if s.kind == "imagenet" else
+                                    " — on 28×28 digits with flat black backgrounds every change shows, and the "
+                                    "network needs large, visible edits: strokes appear where the target digit "
+                                    "has them")
+            + f". The network ends up {summ.get('p_target', float('nan')):.2f} confident in the target on average.")
+
+    # B-Q6: consequences (transfer to another network, survival of 8-bit saving)
+    q6 = Section("B-Q6", "Consequences in practice")
+    tr = transfer_matrix({s.a_name: (a, stats)}, {s.a_name: a, **({s.b_name: s.b} if s.b is not None else {})})
+    run.write_table("fooling_transfer", tr)
+    q6.table(tr, "Fooling images made on the row's network, given to each column's network (fraction classified as "
+                 "the target; 'clean': the unmodified images)")
+    text = (f"{_pct(summ['uint8_success_rate'])} of the pairs still fool the network after the image is saved as "
+            "8-bit pixels, so the attack survives an ordinary file. ")
+    if s.b is not None:
+        rate = tr[0][s.b_name]
+        text += (f"Only {_pct(rate)} of them make {s.b_name} predict the same target: the course's attack is "
+                 "tailored to one network's gradients (white-box). " if rate < 0.5 else
+                 f"{_pct(rate)} of them also make {s.b_name} predict the target: the attack transfers. ")
+    text += ("Consequences: a deployed CNN (traffic signs, face or medical recognition, content filtering) can be "
+             "steered to a chosen answer by changes a human does not see; its confidence is no evidence of "
+             "correctness; models must be tested, and trained (adversarial training), against such inputs.")
+    q6.text(text)
+
+    # B-Q7: the alternatives, measured
+    n_att = ctx.budget(100, 30, 4) if s.kind == "digits" else ctx.budget(25, 10, 2)
+    ids = s.stats_images[:n_att]
+    x, y = s.images[ids], s.labels[ids]
+    steps = ctx.budget(20, 10, 2)
+    tgt = random_targets(y, 1, len(a.categories or []) or 10, generator=g)[:, 0]
+    table, results = [], {}
+    for targeted in (False, True):
+        kw = dict(labels=y, targets=tgt if targeted else None)
+        runs = {"FGSM": fgsm(a, x, eps=s.eps, **kw),
+                "I-FGSM": ifgsm(a, x, eps=s.eps, alpha=s.eps / 4, steps=steps, **kw),
+                "PGD L∞": pgd(a, x, eps=s.eps, alpha=s.eps / 4, steps=steps, norm="linf", generator=g, **kw),
+                "PGD L2": pgd(a, x, eps=s.eps_l2, alpha=s.eps_l2 / 5, steps=steps, norm="l2", generator=g, **kw)}
+        for name, r in runs.items():
+            label = f"{name} {'targeted' if targeted else 'untargeted'}"
+            table.append(summarize(attack_table(a, r), label))
+            results[label] = (a, r)
+    table.append(summ | {"attack": "fooling image (course, targeted, unbounded)"})
+    run.write_table("attacks", table)
+    q7 = Section("B-Q7", "Limits of the method and alternatives")
+    q7.table(table, f"{len(ids)} images; ε = {s.eps * 255:.0f}/255 (L∞) or {s.eps_l2:g} (L2, [0,1] pixels), "
+                    f"{steps} steps, step ε/4 (L∞) or ε/5 (L2)")
+    if s.b is not None:
+        tm = transfer_matrix({k: v for k, v in results.items() if "PGD" in k or "FGSM" == k.split()[0]},
+                             {s.a_name: a, s.b_name: s.b})
+        run.write_table("attack_transfer", tm)
+        q7.table(tm, f"Transfer: adversarial images of {s.a_name} given to {s.b_name}")
+    m = ctx.budget(6, 6, 3)
+    ex = {k: to_pixels(a, v[1].images[:m]) for k, v in results.items() if "untargeted" in k}
+    f3 = run.save_figure(figures.image_rows_figure({"original": to_pixels(a, results["FGSM untargeted"][1].originals[:m]),
+                                                   **ex}), "B-Q7_attacks")
+    q7.figure(f3, "Untargeted adversarial images")
+    by = {r["attack"]: r for r in table}
+    fg, pg = by["FGSM targeted"], by["PGD L∞ targeted"]
+    q7.text(f"The course's method has no budget: it walks until the class flips, so its size varies per image, and it "
+            f"needs the gradient (white-box). Within a fixed budget ε = {s.eps * 255:.0f}/255, one FGSM step reaches a "
+            f"chosen target in {_pct(fg['success_rate'])} of the images, {steps} steps of PGD in "
+            f"{_pct(pg['success_rate'])}; untargeted, FGSM fools {_pct(by['FGSM untargeted']['success_rate'])} and PGD "
+            f"{_pct(by['PGD L∞ untargeted']['success_rate'])}. L2 attacks spread the change (PSNR "
+            f"{by['PGD L2 untargeted']['psnr']:.1f} dB vs {by['PGD L∞ untargeted']['psnr']:.1f} dB for L∞). Other "
+            "alternatives: C&W (optimises the smallest change), DeepFool (minimal step to the nearest boundary), "
+            "black-box attacks by transfer from a surrogate network (table above) or by score/decision queries; "
+            "defences: adversarial training, input purification, certified bounds.")
+    return [q5, q6, q7]
+
+
+# --------------------------------------------------------------------------- class visualisation (B-Q8..B-Q11)
+def _tv(p: torch.Tensor) -> float:
+    """Mean absolute difference between neighbouring pixels (smoothness), [0,1] units."""
+    return float((p[..., 1:, :] - p[..., :-1, :]).abs().mean() + (p[..., :, 1:] - p[..., :, :-1]).abs().mean()) / 2
+
+
+def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
+    a = s.a
+    iters = ctx.budget(200, 100 if s.kind == "digits" else 50, 3)
+    snap = max(1, min(25, iters // 4))
+    seed = ctx.seed
+    vis = class_visualization(a, s.classes, num_iterations=iters, snapshot_every=snap,
+                              generator=torch.Generator().manual_seed(seed))
+    names = [class_name(a, c) for c in s.classes]
+    fin = final_scores(a, vis)
+    rows = [{"class": names[i], "score": r["score"], "p_target": r["p_target"], "predicted": class_name(a, r["pred"])}
+            for i, r in enumerate(fin)]
+    run.write_table("classviz", rows)
+    snaps = [(it, to_pixels(a, im)) for it, im in vis.snapshots]
+    f1 = run.save_figure(figures.classviz_figure(snaps, [_short(n) for n in names]), "B-Q8_classviz")
+    hits = sum(r["predicted"] == r["class"] for r in rows)
+    q8 = Section("B-Q8", "Class visualisation")
+    q8.figure(f1, f"Gradient ascent from noise, {iters} iterations (course defaults: λ = 1e-3, lr 5, blur σ 0.5 every "
+                  f"10, jitter {vis.settings['max_jitter']} px, per-channel clamp)")
+    q8.table(rows, "Final images scored by the network")
+    q8.text(f"{hits} of {len(rows)} visualisations are classified as their class (mean confidence "
+            f"{np.mean([r['p_target'] for r in rows]):.2f}). "
+            + ("The digit images show stroke fragments in the places the class uses (loops of 0/6/8/9, the bar of "
+               "7, the vertical of 1) rather than a clean digit: the network responds to local evidence, and the "
+               "ascent adds all of it at once." if s.kind == "digits" else
+               "The images repeat textures and parts of the class (legs, fur, shapes) all over the frame rather "
+               "than one coherent object: the network scores local evidence, not a global layout.")
+            + (f" Jitter is the course's 16 px at 224×224, scaled to {vis.settings['max_jitter']} px for "
+               f"{a.input_size}×{a.input_size} inputs." if a.input_size != 224 else ""))
+
+    # B-Q9: sweep
+    its = (2, 3) if ctx.dry_run else ((25, 100, 200, 400) if s.kind == "digits" and not ctx.quick else (10, 25, 50))
+    if ctx.dry_run:
+        sw = sweep(a, s.sweep_class, iterations=its, generator=torch.Generator().manual_seed(seed), num_iterations=3,
+                   snapshot_every=1, progress=False)
+        default_it = 3
+    else:
+        sw = sweep(a, s.sweep_class, iterations=its, generator=torch.Generator().manual_seed(seed), progress=False)
+        default_it = 200
+    f2 = run.save_figure(figures.sweep_figure({k: [(lab, to_pixels(a, im[None])[0]) for lab, im in v]
+                                               for k, v in sw["grid"].items()}, suptitle=class_name(a, s.sweep_class)),
+                         "B-Q9_sweep")
+    srows = []
+    for kind, cells in sw["grid"].items():
+        for lab, im in cells:
+            with torch.no_grad():
+                p = predict(a, im[None])[0, s.sweep_class]
+            px = to_pixels(a, im[None])[0].clamp(0, 1)
+            srows.append({"varied": kind, "setting": lab, "p_target": float(p), "rms_pixel_change": float(
+                (px - 0.5).pow(2).mean().sqrt()), "tv": _tv(px)})
+    run.write_table("classviz_sweep", srows)
+    q9 = Section("B-Q9", "Iterations, learning rate and regularisation")
+    q9.figure(f2, f"One parameter varied at a time around the course defaults, same initial noise "
+                  f"(rows of lr and λ after {default_it} iterations)")
+    q9.table(srows, "p_target: confidence in the class; rms: contrast around mid-grey; tv: mean neighbour "
+                    "difference (lower = smoother)")
+    byk = {k: [r for r in srows if r["varied"] == k] for k in ("iterations", "learning_rate", "l2_reg")}
+
+    def trend(rs, key):
+        return f"{rs[0][key]:.3g} → {rs[-1][key]:.3g}" if rs else "n/a"
+
+    q9.text(f"More iterations: confidence {trend(byk['iterations'], 'p_target')}, contrast "
+            f"{trend(byk['iterations'], 'rms_pixel_change')}: the pattern is built up step by step and then keeps "
+            f"sharpening. Learning rate ({', '.join(r['setting'] for r in byk['learning_rate'])}): confidence "
+            f"{trend(byk['learning_rate'], 'p_target')}, neighbour difference {trend(byk['learning_rate'], 'tv')}: "
+            f"too small a step has not left the noise after {default_it} iterations, a large one saturates pixels "
+            f"against the clamp. L2 weight ({', '.join(r['setting'] for r in byk['l2_reg'])}): contrast "
+            f"{trend(byk['l2_reg'], 'rms_pixel_change')}: a stronger penalty pulls the image towards the mean (grey) "
+            "and keeps only the strongest evidence.")
+
+    # B-Q10: from a real image
+    ii = [i for i, _ in s.init_pairs]
+    init = s.images[ii]
+    vis10 = class_visualization(a, [t for _, t in s.init_pairs], init=init, num_iterations=iters,
+                                snapshot_every=snap, generator=torch.Generator().manual_seed(seed), progress=False)
+    p0 = predict(a, init)
+    fin10 = final_scores(a, vis10)
+    start_px = _pix(a, init)
+    rows10 = []
+    for j, (i, t) in enumerate(s.init_pairs):
+        q = image_quality(start_px[j], to_pixels(a, vis10.images[j:j + 1])[0].clamp(0, 1))
+        rows10.append({"image": i, "label": class_name(a, int(s.labels[i])), "target": class_name(a, t),
+                       "p_target start": float(p0[j, t]), "p_target end": fin10[j]["p_target"],
+                       "ssim to start": q["ssim"], "psnr to start": q["psnr"]})
+    run.write_table("classviz_from_image", rows10)
+    snaps10 = [(it, to_pixels(a, im)) for it, im in vis10.snapshots]
+    f3 = run.save_figure(figures.classviz_figure(snaps10, [f"{_short(r['label'])}→{_short(r['target'])}" for r in rows10]),
+                         "B-Q10_from_image")
+    q10 = Section("B-Q10", "Starting from a real image (init_img)")
+    q10.figure(f3, "Gradient ascent starting from a real image")
+    q10.table(rows10)
+    q10.text("Starting from a photograph, the ascent keeps the image's layout (SSIM to the start "
+             + ", ".join(f"{r['ssim to start']:.2f}" for r in rows10) + ") while the class evidence is painted in: "
+             "confidence goes " + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10)
+             + ". With the image's own class this exaggerates the features the network relies on (a readable, "
+             "DeepDream-like explanation of a real example); towards another class it is a large, visible fooling "
+             "image. It is more interpretable than a visualisation from noise because the context stays.")
+    out = [q8, q9, q10]
+
+    # B-Q11: the other network
+    if s.b is not None:
+        visb = class_visualization(s.b, s.classes, num_iterations=iters, snapshot_every=snap,
+                                   generator=torch.Generator().manual_seed(seed), progress=False)
+        finb = final_scores(s.b, visb)
+        cross_ab = predict(s.b, vis.images)  # A's visualisations judged by B
+        cross_ba = predict(a, visb.images)
+        rows11 = [{"class": names[i], f"p {s.b_name} (own)": finb[i]["p_target"],
+                   f"p {s.a_name} on {s.b_name}'s image": float(cross_ba[i, c]),
+                   f"p {s.b_name} on {s.a_name}'s image": float(cross_ab[i, c])} for i, c in enumerate(s.classes)]
+        run.write_table("classviz_other_network", rows11)
+        f4 = run.save_figure(figures.image_rows_figure({s.a_name: to_pixels(a, vis.images),
+                                                        s.b_name: to_pixels(s.b, visb.images)},
+                                                       {s.a_name: [_short(n) for n in names]}), "B-Q11_two_networks")
+        own = np.mean([r[f"p {s.b_name} (own)"] for r in rows11])
+        cross = np.mean([r[f"p {s.b_name} on {s.a_name}'s image"] for r in rows11])
+        q11 = Section("B-Q11", "Class visualisation with another network")
+        q11.figure(f4, f"The same classes, same seed, through {s.a_name} (top) and {s.b_name} (bottom)")
+        q11.table(rows11)
+        q11.text(f"Each network reaches its own target confidently (mean {own:.2f} for {s.b_name}), but an image "
+                 f"made for {s.a_name} convinces {s.b_name} with mean confidence {cross:.2f} only: "
+                 + ("the visualisations share class features that both networks use."
+                    if cross > 0.5 else "much of each image is specific to the network that made it (its own "
+                                        "shortcuts), which is why such images explain a model rather than a class."))
+        out.append(q11)
+    return out
+
+
+# --------------------------------------------------------------------------- entry point
+def run_lab(ctx) -> list[Section]:
+    s = _imagenet_setup(ctx) or _digit_setup(ctx)
+    out = ctx.part_dir("B-explain")
+    cfg = {"setting": s.kind, "network_a": s.a_name, "network_b": s.b_name or None, "quick": ctx.quick,
+           "dry_run": ctx.dry_run, "eps": s.eps, "eps_l2": s.eps_l2}
+    run = Run.create(out, "lab B", cfg, ctx.seed)
+    try:
+        g = torch.Generator().manual_seed(ctx.seed)
+        intro = Section("B-Q0", "Setting")
+        intro.text(f"Networks: **{s.a_name}**" + (f" and **{s.b_name}** (B-Q4, B-Q11)" if s.b is not None else "")
+                   + f"; images: {'the course’s 25 ImageNet validation images' if s.kind == 'imagenet' else 'embedded MNIST test digits'}."
+                   + ("" if s.kind == "imagenet" else " No ImageNet model and images were available (give "
+                      "`--arch/--weights` and `--data-root` with imagenet_val_25.npz for the course's setting), so "
+                      "the part runs on the embedded default."))
+        for n in s.notes:
+            intro.text(n)
+        sections = [intro] + _saliency_sections(ctx, s, run, g) + _fooling_sections(ctx, s, run, g) \
+            + _classviz_sections(ctx, s, run)
+        run.log_metrics(setting=s.kind, sections=[x.qid for x in sections])
+        return sections
+    finally:
+        run.close()
