@@ -48,7 +48,7 @@ VARIANTS: dict[str, Variant] = {
     "nz10": Variant("nz = 10", "D-Q5", lambda b: {"nz": 10}),
     "nz1000": Variant("nz = 1000", "D-Q5", lambda b: {"nz": 1000}),
     "size64": Variant("64×64 images (one more block in G and D)", "D-Q5", lambda b: {"size": 64}),
-    "cdcgan": Variant("the conditional DCGAN (course widths)", "D-Q6", lambda b: {"model": "cdcgan"}),
+    "cdcgan": Variant("the conditional DCGAN", "D-Q6", lambda b: {"model": "cdcgan"}),
     "cdcgan-no-y": Variant("cDCGAN with y removed from D", "D-Q7", lambda b: {"model": "cdcgan", "cond_d": False}),
     "digits": Variant("another dataset: scikit-learn's UCI digits (8×8 upsampled)", "D-Q5",
                       lambda b: {"dataset": "digits"}),
@@ -184,7 +184,7 @@ def _interpolations(sweep: Run, trained: dict, seed: int, device) -> dict[str, P
 
 # --------------------------------------------------------------------------- D-Q1 and D-Q9 measurements
 def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANConfig | None = None,
-                        judge=None, reference=None) -> list[dict]:
+                        judge=None, reference=None, samples: int = 500) -> list[dict]:
     """D-Q1: train only D (G frozen) or only G (D frozen at its init) for ``steps`` steps from the
     same start, next to both, and report mean D(x), D(G(z)) and the judge's distance of G's samples."""
     from cnnlab.data import index_batches
@@ -215,12 +215,12 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
                 if done >= steps:
                     break
         with torch.no_grad():  # D's verdicts after training, on fresh batches, in train mode (as in training)
-            real = to_gan_range(data.train[:cfg.batch_size])
+            real = to_gan_range(data.train[torch.randperm(len(data.train), generator=g)[:cfg.batch_size]])
             fake = G(torch.randn(cfg.batch_size, cfg.nz, generator=g))
             d_x, d_gz = D(real).mean().item(), D(fake).mean().item()
         row = {"trained": which, "steps": steps, "mean D(x)": d_x, "mean D(G(z))": d_gz}
         if judge is not None:
-            z = torch.randn(500, cfg.nz, generator=torch.Generator().manual_seed(seed + 1))
+            z = torch.randn(samples, cfg.nz, generator=torch.Generator().manual_seed(seed + 1))
             m = judge_metrics(judge, sample(G, z), reference, digits=data.digits)
             row.update({k: m[k] for k in ("frechet", "confidence") if k in m})
         rows.append(row)
