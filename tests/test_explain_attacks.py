@@ -11,7 +11,7 @@ from cnnlab.explain import (attack_table, fgsm, fooling_images, ifgsm, image_qua
                             transfer_matrix)
 from cnnlab.explain.hooks import hook_count
 from cnnlab.explain.inputs import to_pixels
-from test_explain_saliency import linear_bundle, make_bundle
+from test_explain_saliency import linear_bundle, make_bundle, one_thread  # noqa: F401 (autouse fixture)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 

@@ -6,7 +6,7 @@ import torch.nn as nn
 
 from cnnlab.explain import blur, class_visualization, jitter, sweep, unjitter
 from cnnlab.explain.hooks import hook_count
-from test_explain_saliency import linear_bundle, make_bundle
+from test_explain_saliency import linear_bundle, make_bundle, one_thread  # noqa: F401 (autouse fixture)
 
 PLAIN = dict(blur_every=None, max_jitter=0, clamp=False, progress=False)  # the bare ascent step
 

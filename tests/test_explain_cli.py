@@ -5,6 +5,7 @@ import json
 import pytest
 
 from cnnlab.cli import main
+from test_explain_saliency import one_thread  # noqa: F401 (autouse fixture)
 
 TINY = ["--arch", "digitnet", "--weights", "NONE"]  # untrained: no training in tests
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from cnnlab.explain.lab import run_lab
 from cnnlab.lab import LabContext
 from cnnlab.report import save_sections
+from test_explain_saliency import one_thread  # noqa: F401 (autouse fixture)
 
 
 def _numbers(section):

@@ -9,6 +9,15 @@ from cnnlab.explain.hooks import capture_output, hook_count, untouched
 from cnnlab.models import ModelBundle
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models: one intra-op thread is faster, and far faster on a loaded shared machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_bundle(model: nn.Module, *, channels=3, size=4, mean=None, std=None, classes=5) -> ModelBundle:
     """A tiny classifier wrapped like build_model's output."""
     mean = mean or (0.5,) * channels

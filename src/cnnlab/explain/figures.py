@@ -16,117 +16,109 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
-def _img(ax, p: torch.Tensor, title: str = "") -> None:
-    a = p.detach().clamp(0, 1).cpu().numpy()
-    if a.shape[0] == 1:
-        ax.imshow(a[0], cmap="gray", vmin=0, vmax=1)
-    else:
-        ax.imshow(a.transpose(1, 2, 0))
-    ax.set_title(title, fontsize=8)
-    ax.axis("off")
+# --------------------------------------------------------------------------- mosaics
+# Image grids are drawn as ONE picture (panels pasted into a canvas) in one axes, with titles as text:
+# a 50-panel grid of separate axes costs seconds of tick and layout work, a mosaic a fraction of that.
+Cell = tuple  # (H×W×3 float array in [0,1] or None, title)
 
 
-def _grid(rows: int, cols: int, size: float = 1.9):
-    # no ticks and a fixed layout: image grids of 50 panels otherwise spend seconds in tick/tight layout
-    fig, axes = plt.subplots(rows, cols, figsize=(size * cols, size * rows + 0.3), squeeze=False,
-                             subplot_kw={"xticks": [], "yticks": []})
-    return fig, axes
+def _rgb(p: torch.Tensor) -> np.ndarray:
+    """[0,1] pixels C×H×W → H×W×3 (grey replicated)."""
+    a = p.detach().float().clamp(0, 1).cpu().numpy()
+    return np.repeat(a, 3, axis=0).transpose(1, 2, 0) if a.shape[0] == 1 else a.transpose(1, 2, 0)
 
 
-def _pack(fig, title_lines: int = 2) -> None:
-    h = fig.get_size_inches()[1]
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.45 / h, wspace=0.06,
-                        hspace=0.12 * title_lines + 0.05)
+def _heat(m: torch.Tensor, cmap: str = "hot") -> np.ndarray:
+    """A map H×W → colours, scaled to its own maximum (as imshow does per panel)."""
+    a = m.detach().float().cpu().numpy()
+    lo, hi = float(a.min()), float(a.max())
+    return plt.get_cmap(cmap)((a - lo) / (hi - lo) if hi > lo else np.zeros_like(a))[..., :3]
 
 
+def _overlay(p: torch.Tensor, m: torch.Tensor, alpha: float = 0.45) -> np.ndarray:
+    return (1 - alpha) * _rgb(p) + alpha * _heat(m, "jet")
+
+
+def _mosaic(cells: Sequence[Sequence[Cell]], *, row_labels: Sequence[str] = (), suptitle: str = "",
+            inches: float = 1.9) -> plt.Figure:
+    """Rows of (image, title) cells in one canvas; ``row_labels`` go above each row's first cell."""
+    rows, cols = len(cells), max(len(r) for r in cells)
+    h = max(c[0].shape[0] for r in cells for c in r if c[0] is not None)
+    w = max(c[0].shape[1] for r in cells for c in r if c[0] is not None)
+    line = max(3, int(round(h * 0.13)))  # one line of 8-pt text, in canvas pixels
+    gap = max(1, w // 20)
+    bands = []  # per row: room for the row label and the titles above it
+    for i, r in enumerate(cells):
+        n = max([str(t).count("\n") + 1 for _, t in r if t] or [0])
+        bands.append(line * (n + (1 if i < len(row_labels) and row_labels[i] else 0)) + gap)
+    tops = np.cumsum([0] + [b + h for b in bands])  # canvas row where each band starts
+    canvas = np.ones((int(tops[-1]), cols * (w + gap) - gap, 3))
+    for i, r in enumerate(cells):
+        for j, (img, _) in enumerate(r):
+            if img is not None:
+                y, x = tops[i] + bands[i], j * (w + gap)
+                canvas[y:y + img.shape[0], x:x + img.shape[1]] = img
+    extra = 0.3 if suptitle else 0.0
+    fig = plt.figure(figsize=(inches * cols, inches * canvas.shape[0] / w + extra))
+    ax = fig.add_axes((0, 0, 1, 1 - extra / fig.get_size_inches()[1]))
+    ax.imshow(canvas.clip(0, 1), interpolation="nearest")
+    ax.set_axis_off()
+    for i, r in enumerate(cells):
+        for j, (_, title) in enumerate(r):
+            if title:
+                ax.text(j * (w + gap) + w / 2, tops[i] + bands[i] - 1, title, ha="center", va="bottom", fontsize=8)
+        if i < len(row_labels) and row_labels[i]:
+            ax.text(0, tops[i] + 1, row_labels[i], ha="left", va="top", fontsize=8, fontweight="bold")
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=10)
+    return fig
+
+
+# --------------------------------------------------------------------------- the figures
 def maps_figure(pixels: torch.Tensor, maps: Mapping[str, torch.Tensor], titles: Sequence[str] = (), *,
                 overlay: Sequence[str] = (), suptitle: str = "") -> plt.Figure:
     """First row the images, then one row per map kind (saliency, SmoothGrad, another network …).
     Kinds in ``overlay`` (Grad-CAM) are drawn over the image; others as the course's ``hot`` maps."""
     n = len(pixels)
-    fig, axes = _grid(1 + len(maps), n)
-    for j in range(n):
-        _img(axes[0, j], pixels[j], titles[j] if j < len(titles) else "")
-    for i, (label, m) in enumerate(maps.items(), start=1):
-        for j in range(n):
-            ax = axes[i, j]
-            if label in overlay:
-                _img(ax, pixels[j])
-                ax.imshow(m[j].numpy(), cmap="jet", alpha=0.45)
-            else:
-                ax.imshow(m[j].numpy(), cmap="hot")
-                ax.axis("off")
-            if j == 0:
-                ax.set_title(label, fontsize=8, loc="left")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    _pack(fig)
-    return fig
+    cells = [[(_rgb(pixels[j]), titles[j] if j < len(titles) else "") for j in range(n)]]
+    for label, m in maps.items():
+        cells.append([(_overlay(pixels[j], m[j]) if label in overlay else _heat(m[j]), "") for j in range(n)])
+    return _mosaic(cells, row_labels=["", *maps], suptitle=suptitle)
 
 
 def fooling_figure(original: torch.Tensor, fooled: torch.Tensor, titles: Sequence[tuple[str, str]]) -> plt.Figure:
     """The course's B-Q5 figure, one row per pair: original, fooling image, difference, difference ×10
     (differences drawn around mid-grey: grey = unchanged)."""
-    n = len(original)
-    fig, axes = _grid(n, 4, size=2.2)
-    for i in range(n):
+    cells = []
+    for i in range(len(original)):
         d = fooled[i] - original[i]
         a, b = titles[i] if i < len(titles) else ("", "")
-        _img(axes[i, 0], original[i], a)
-        _img(axes[i, 1], fooled[i], b)
-        _img(axes[i, 2], 0.5 + d, f"difference (max {d.abs().max() * 255:.1f}/255)")
-        _img(axes[i, 3], 0.5 + 10 * d, "difference ×10")
-    _pack(fig)
-    return fig
+        cells.append([(_rgb(original[i]), a), (_rgb(fooled[i]), b),
+                      (_rgb(0.5 + d), f"difference (max {float(d.abs().max()) * 255:.1f}/255)"),
+                      (_rgb(0.5 + 10 * d), "difference ×10")])
+    return _mosaic(cells, inches=2.2)
 
 
 def image_rows_figure(rows: Mapping[str, torch.Tensor], titles: Mapping[str, Sequence[str]] | None = None,
                       *, suptitle: str = "") -> plt.Figure:
     """One row of images per entry (e.g. an attack's adversarial images), optional per-image titles."""
-    n = max(len(v) for v in rows.values())
-    fig, axes = _grid(len(rows), n)
-    for i, (label, imgs) in enumerate(rows.items()):
-        for j in range(n):
-            if j < len(imgs):
-                t = (titles or {}).get(label, [])
-                _img(axes[i, j], imgs[j], t[j] if j < len(t) else "")
-            else:
-                axes[i, j].axis("off")
-        axes[i, 0].set_title((label + "\n" + axes[i, 0].get_title()).strip(), fontsize=8, loc="left")
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    _pack(fig)
-    return fig
+    cells = []
+    for label, imgs in rows.items():
+        t = (titles or {}).get(label, [])
+        cells.append([(_rgb(imgs[j]), t[j] if j < len(t) else "") for j in range(len(imgs))])
+    return _mosaic(cells, row_labels=list(rows), suptitle=suptitle)
 
 
 def classviz_figure(snapshots: Sequence[tuple[int, torch.Tensor]], class_names: Sequence[str]) -> plt.Figure:
-    """Rows: classes; columns: the snapshots (iteration numbers on top)."""
-    rows, cols = len(class_names), len(snapshots)
-    fig, axes = _grid(rows, cols, size=1.6)
-    for j, (it, imgs) in enumerate(snapshots):
-        for i in range(rows):
-            _img(axes[i, j], imgs[i], f"it {it}" if i == 0 else "")
-            if j == 0:
-                axes[i, j].set_title((class_names[i] + (f"\nit {it}" if i == 0 else "")), fontsize=8, loc="left")
-    _pack(fig)
-    return fig
+    """Rows: classes; columns: the snapshots (iteration numbers above the first row)."""
+    cells = [[(_rgb(imgs[i]), f"it {it}" if i == 0 else "") for it, imgs in snapshots] for i in range(len(class_names))]
+    return _mosaic(cells, row_labels=list(class_names), inches=1.6)
 
 
 def sweep_figure(grid: Mapping[str, Sequence[tuple[str, torch.Tensor]]], *, suptitle: str = "") -> plt.Figure:
     """B-Q9: one row per varied setting (iterations, learning rate, L2 weight)."""
-    cols = max(len(v) for v in grid.values())
-    fig, axes = _grid(len(grid), cols, size=2.0)
-    for i, (kind, cells) in enumerate(grid.items()):
-        for j in range(cols):
-            if j < len(cells):
-                _img(axes[i, j], cells[j][1], cells[j][0])
-            else:
-                axes[i, j].axis("off")
-        axes[i, 0].set_ylabel(kind)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=10)
-    _pack(fig)
-    return fig
+    cells = [[(_rgb(img), label) for label, img in row] for row in grid.values()]
+    return _mosaic(cells, row_labels=list(grid), suptitle=suptitle, inches=2.0)
 
 
 def sanity_curve(rows: Sequence[dict], *, label: str = "saliency") -> plt.Figure:

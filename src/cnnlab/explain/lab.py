@@ -187,9 +187,9 @@ def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Sect
         st, sp = np.mean([r["stroke_share"] for r in rows]), np.mean([r["stroke_pixels"] for r in rows])
         q1.text(f"On these {len(rows)} digits the stroke pixels (intensity > 0.5) are {_pct(sp)} of the image but "
                 f"receive {_pct(st)} of the saliency mass ({st / sp:.1f}× their area share), and the 5% most salient "
-                f"pixels hold {_pct(top5)} of it. The gradient is largest on and right next to the strokes: the "
-                "pixels whose change would most move the score are the ones that define the digit's shape, "
-                "including background pixels where a stroke could appear (what separates a 3 from an 8).")
+                f"pixels hold {_pct(top5)} of it. The gradient is concentrated on and around the strokes, the pixels "
+                "that define the digit's shape; the rest lies on background pixels where adding ink would change "
+                "the class (the gap that turns a 3 into an 8, for instance).")
     else:
         cs = np.mean([r["centre_share"] for r in rows])
         q1.text(f"The central quarter of the image holds {_pct(cs)} of the saliency mass on average (25% if the "
@@ -223,15 +223,15 @@ def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Sect
         f"together. Maps for the true class and for another class correlate at ρ = {rho_other:.2f}: "
         + ("much of the map is the same whatever the class, i.e. it reflects the input more than the decision. "
            if rho_other > 0.5 else "the map does depend on the class asked. ")
-        + f"\n- Noise: averaging over noisy copies (SmoothGrad) keeps ρ = {rho_sg:.2f} of the ranking, the rest is "
-        f"pixel-level noise of the raw gradient; Grad-CAM, which works at the resolution of `{layer}`, agrees at "
-        f"ρ = {rho_cam:.2f}.\n- Sanity: with every layer re-initialised the maps still correlate with the trained "
+        + f"\n- Noise: the raw map and its average over noisy copies (SmoothGrad) rank pixels alike only at "
+        f"ρ = {rho_sg:.2f}: part of the raw map is pixel-level gradient noise; Grad-CAM, which works at the "
+        f"resolution of `{layer}`, agrees with it at ρ = {rho_cam:.2f}.\n- Sanity: with every layer re-initialised the maps still correlate with the trained "
         f"ones at ρ = {last['spearman_mean']:.2f} (SSIM {last['ssim_mean']:.2f}); "
         + ("a sizeable part of what a map shows survives without any learnt weight: that part is the image's own "
            "structure, not the model's reasoning." if last["spearman_mean"] > 0.3 else
            "the maps do depend on the learnt weights, as a faithful explanation must.")
-        + "\n- Gradients also saturate (a confident ReLU network can have small gradients on decisive pixels) and "
-        "the absolute value discards the sign (evidence for vs against).")
+        + "\n- Known limits not measured here: gradients saturate (a decisive feature can have a small gradient "
+        "once it is fully present) and the absolute value discards the sign (evidence for vs against).")
 
     # B-Q3: another use: keep only the salient pixels
     keep = keep_salient(a, imgs, sal, fraction=0.2, generator=g)
@@ -299,31 +299,33 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
     q5.table([summ], f"{len(srows)} pairs: {len(s.stats_images)} images × {s.targets_per_image} random targets, "
                      f"η = 1, cap {cap} iterations")
     q5.figure(f2, "Fraction of pairs fooled within n iterations")
+    visible = summ["psnr"] < 35  # above ~35-40 dB a change is generally invisible
     q5.text(f"{_pct(summ['success_rate'])} of the {len(srows)} image/target pairs reach the target class within {cap} "
-            f"iterations, in a median of {summ['median_iters']:g} iterations. The change is small: on average "
-            f"{summ['linf_255']:.1f}/255 at the most changed pixel, PSNR {summ['psnr']:.1f} dB, SSIM "
-            f"{summ['ssim']:.3f}" + (" (for reference, 40 dB is usually invisible)" if s.kind == "imagenet" else
-                                    " — on 28×28 digits with flat black backgrounds every change shows, and the "
-                                    "network needs large, visible edits: strokes appear where the target digit "
-                                    "has them")
-            + f". The network ends up {summ.get('p_target', float('nan')):.2f} confident in the target on average.")
-
+            f"iterations, in a median of {summ['median_iters']:g} iterations; the network then gives the target a mean "
+            f"probability of {summ.get('p_target', float('nan')):.2f}. The change: {summ['l2_255']:.0f} (L2, 0–255 "
+            f"units), {summ['linf_255']:.1f}/255 at the most changed pixel, PSNR {summ['psnr']:.1f} dB, SSIM "
+            f"{summ['ssim']:.3f}. "
+            + ("With a PSNR that low the change is visible: on these images the network needs real edits (see the "
+               "difference column) before it changes its mind." if visible else
+               "At that PSNR the change is invisible to a human; only the ×10 difference shows where it went."))
     # B-Q6: consequences (transfer to another network, survival of 8-bit saving)
     q6 = Section("B-Q6", "Consequences in practice")
     tr = transfer_matrix({s.a_name: (a, stats)}, {s.a_name: a, **({s.b_name: s.b} if s.b is not None else {})})
     run.write_table("fooling_transfer", tr)
     q6.table(tr, "Fooling images made on the row's network, given to each column's network (fraction classified as "
                  "the target; 'clean': the unmodified images)")
-    text = (f"{_pct(summ['uint8_success_rate'])} of the pairs still fool the network after the image is saved as "
-            "8-bit pixels, so the attack survives an ordinary file. ")
+    text = (f"{_pct(summ['uint8_success_rate'])} of the pairs still fool the network once the image is saved as "
+            "8-bit pixels: the attack survives an ordinary image file. ")
     if s.b is not None:
-        rate = tr[0][s.b_name]
-        text += (f"Only {_pct(rate)} of them make {s.b_name} predict the same target: the course's attack is "
-                 "tailored to one network's gradients (white-box). " if rate < 0.5 else
-                 f"{_pct(rate)} of them also make {s.b_name} predict the target: the attack transfers. ")
-    text += ("Consequences: a deployed CNN (traffic signs, face or medical recognition, content filtering) can be "
-             "steered to a chosen answer by changes a human does not see; its confidence is no evidence of "
-             "correctness; models must be tested, and trained (adversarial training), against such inputs.")
+        rate, base = tr[0][s.b_name], tr[0][f"{s.b_name} clean"]
+        text += (f"{_pct(rate)} of them make {s.b_name} predict the same target (clean images: {_pct(base)}): "
+                 + ("the course's attack is tailored to one network's gradients and mostly does not transfer. "
+                    if rate < 0.5 else "the attack transfers to a network it never saw. "))
+    text += ("In practice a CNN that takes inputs from people who gain by fooling it (traffic signs, face "
+             "recognition, content filters, medical images) can be steered to a chosen answer"
+             + (" by changes nobody would notice" if not visible else "")
+             + ", and its confidence is no evidence that the answer is right: such models must be evaluated, "
+             "and can be trained (adversarial training), against these inputs.")
     q6.text(text)
 
     # B-Q7: the alternatives, measured
@@ -364,8 +366,9 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
             f"needs the gradient (white-box). Within a fixed budget ε = {s.eps * 255:.0f}/255, one FGSM step reaches a "
             f"chosen target in {_pct(fg['success_rate'])} of the images, {steps} steps of PGD in "
             f"{_pct(pg['success_rate'])}; untargeted, FGSM fools {_pct(by['FGSM untargeted']['success_rate'])} and PGD "
-            f"{_pct(by['PGD L∞ untargeted']['success_rate'])}. L2 attacks spread the change (PSNR "
-            f"{by['PGD L2 untargeted']['psnr']:.1f} dB vs {by['PGD L∞ untargeted']['psnr']:.1f} dB for L∞). Other "
+            f"{_pct(by['PGD L∞ untargeted']['success_rate'])}. The L2 budget gives PSNR "
+            f"{by['PGD L2 untargeted']['psnr']:.1f} dB against {by['PGD L∞ untargeted']['psnr']:.1f} dB for L∞ "
+            f"(L∞ moves every pixel up to ε, L2 concentrates the change on fewer pixels). Other "
             "alternatives: C&W (optimises the smallest change), DeepFool (minimal step to the nearest boundary), "
             "black-box attacks by transfer from a surrogate network (table above) or by score/decision queries; "
             "defences: adversarial training, input purification, certified bounds.")
@@ -397,15 +400,32 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q8.figure(f1, f"Gradient ascent from noise, {iters} iterations (course defaults: λ = 1e-3, lr 5, blur σ 0.5 every "
                   f"10, jitter {vis.settings['max_jitter']} px, per-channel clamp)")
     q8.table(rows, "Final images scored by the network")
-    q8.text(f"{hits} of {len(rows)} visualisations are classified as their class (mean confidence "
-            f"{np.mean([r['p_target'] for r in rows]):.2f}). "
-            + ("The digit images show stroke fragments in the places the class uses (loops of 0/6/8/9, the bar of "
-               "7, the vertical of 1) rather than a clean digit: the network responds to local evidence, and the "
-               "ascent adds all of it at once." if s.kind == "digits" else
-               "The images repeat textures and parts of the class (legs, fur, shapes) all over the frame rather "
-               "than one coherent object: the network scores local evidence, not a global layout.")
-            + (f" Jitter is the course's 16 px at 224×224, scaled to {vis.settings['max_jitter']} px for "
-               f"{a.input_size}×{a.input_size} inputs." if a.input_size != 224 else ""))
+    text = (f"{hits} of {len(rows)} visualisations are classified as their class (mean confidence "
+            f"{np.mean([r['p_target'] for r in rows]):.2f}): the ascent finds, for every class, an input the "
+            "network is sure about. ")
+    if s.kind == "digits":
+        # do they look like the class? correlation with the average test digit of each class
+        mean_img = torch.stack([_pix(a, s.images[s.labels == c]).mean(0) for c in range(10)]).flatten(1)
+        vis_px = to_pixels(a, vis.images).clamp(0, 1).flatten(1)
+        corr = torch.corrcoef(torch.cat([vis_px, mean_img]))[:len(vis_px), len(vis_px):]  # vis × class means
+        own = [float(corr[i, c]) for i, c in enumerate(s.classes)]
+        best = sum(int(corr[i].argmax()) == c for i, c in enumerate(s.classes))
+        for r, o in zip(rows, own):
+            r["corr_with_class_mean"] = o
+        text += (f"Do they look like the class? Each visualisation's correlation with the average test digit of its "
+                 f"class is {np.mean(own):.2f} on average, and the average digit it resembles most is its own class "
+                 f"for {best} of {len(rows)} classes: "
+                 + ("the images carry the class's shape, though as fragments and textures, not as a clean digit."
+                    if best >= len(rows) / 2 else
+                    "the network is convinced by images that do not look like the class: it responds to local "
+                    "evidence, not to the digit as a human sees it."))
+    else:
+        text += ("What to look for in the figure: repeated textures and parts of the class spread over the whole "
+                 "frame rather than one coherent object, since the network scores local evidence, not a layout.")
+    if a.input_size != 224:
+        text += (f" Jitter is the course's 16 px at 224×224 scaled to {vis.settings['max_jitter']} px for "
+                 f"{a.input_size}×{a.input_size} inputs.")
+    q8.text(text)
 
     # B-Q9: sweep
     its = (2, 3) if ctx.dry_run else ((25, 100, 200, 400) if s.kind == "digits" and not ctx.quick else (10, 25, 50))
@@ -425,27 +445,44 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
             with torch.no_grad():
                 p = predict(a, im[None])[0, s.sweep_class]
             px = to_pixels(a, im[None])[0].clamp(0, 1)
-            srows.append({"varied": kind, "setting": lab, "p_target": float(p), "rms_pixel_change": float(
-                (px - 0.5).pow(2).mean().sqrt()), "tv": _tv(px)})
+            mean = torch.tensor(a.mean).view(-1, 1, 1)
+            srows.append({"varied": kind, "setting": lab, "p_target": float(p),
+                          "rms_from_mean": float((px - mean).pow(2).mean().sqrt()), "tv": _tv(px)})
     run.write_table("classviz_sweep", srows)
     q9 = Section("B-Q9", "Iterations, learning rate and regularisation")
     q9.figure(f2, f"One parameter varied at a time around the course defaults, same initial noise "
                   f"(rows of lr and λ after {default_it} iterations)")
-    q9.table(srows, "p_target: confidence in the class; rms: contrast around mid-grey; tv: mean neighbour "
-                    "difference (lower = smoother)")
+    q9.table(srows, "p_target: confidence in the class; rms_from_mean: RMS distance of the pixels to the dataset "
+                    "mean (what λ‖I‖² penalises); tv: mean neighbour difference (lower = smoother)")
     byk = {k: [r for r in srows if r["varied"] == k] for k in ("iterations", "learning_rate", "l2_reg")}
 
     def trend(rs, key):
         return f"{rs[0][key]:.3g} → {rs[-1][key]:.3g}" if rs else "n/a"
 
-    q9.text(f"More iterations: confidence {trend(byk['iterations'], 'p_target')}, contrast "
-            f"{trend(byk['iterations'], 'rms_pixel_change')}: the pattern is built up step by step and then keeps "
-            f"sharpening. Learning rate ({', '.join(r['setting'] for r in byk['learning_rate'])}): confidence "
-            f"{trend(byk['learning_rate'], 'p_target')}, neighbour difference {trend(byk['learning_rate'], 'tv')}: "
-            f"too small a step has not left the noise after {default_it} iterations, a large one saturates pixels "
-            f"against the clamp. L2 weight ({', '.join(r['setting'] for r in byk['l2_reg'])}): contrast "
-            f"{trend(byk['l2_reg'], 'rms_pixel_change')}: a stronger penalty pulls the image towards the mean (grey) "
-            "and keeps only the strongest evidence.")
+    def direction(rs, key, up: str, down: str, flat: str, tol: float = 0.05):
+        if len(rs) < 2:
+            return flat
+        a0, a1 = rs[0][key], rs[-1][key]
+        return up if a1 > a0 * (1 + tol) + 1e-9 else down if a1 < a0 * (1 - tol) - 1e-9 else flat
+
+    it, lr, l2 = byk["iterations"], byk["learning_rate"], byk["l2_reg"]
+    parts = [f"Iterations ({', '.join(r['setting'] for r in it)}): confidence {trend(it, 'p_target')}, distance "
+             f"from the mean {trend(it, 'rms_from_mean')}, neighbour difference {trend(it, 'tv')}: "
+             + direction(it, "rms_from_mean", "the image keeps moving away from the mean, the pattern gets stronger "
+                         "with every step", "the image settles closer to the mean", "the image has settled")
+             + ("." if it and it[-1]["p_target"] > 0.5 else ", and the class is not reached yet.")]
+    parts.append(f"Learning rate ({', '.join(r['setting'] for r in lr)}): confidence {trend(lr, 'p_target')}, "
+                 f"neighbour difference {trend(lr, 'tv')}: "
+                 + (f"too small a step has not reached the class in {default_it} iterations"
+                    if lr and lr[0]["p_target"] < 0.5 else "even the smallest step reaches the class")
+                 + direction(lr, "tv", "; larger steps give harsher, noisier images",
+                             "; larger steps give smoother images", "; the step size barely changes the texture") + ".")
+    parts.append(f"L2 weight ({', '.join(r['setting'] for r in l2)}): distance from the mean "
+                 f"{trend(l2, 'rms_from_mean')}, confidence {trend(l2, 'p_target')}: "
+                 + direction(l2, "rms_from_mean", "here a larger λ does not shrink the image (the clamp dominates)",
+                             "a stronger penalty pulls the image towards the dataset mean and keeps only the strongest "
+                             "evidence", "over this range λ hardly changes the image") + ".")
+    q9.text(" ".join(parts))
 
     # B-Q10: from a real image
     ii = [i for i, _ in s.init_pairs]
@@ -468,12 +505,17 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q10 = Section("B-Q10", "Starting from a real image (init_img)")
     q10.figure(f3, "Gradient ascent starting from a real image")
     q10.table(rows10)
-    q10.text("Starting from a photograph, the ascent keeps the image's layout (SSIM to the start "
-             + ", ".join(f"{r['ssim to start']:.2f}" for r in rows10) + ") while the class evidence is painted in: "
-             "confidence goes " + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10)
-             + ". With the image's own class this exaggerates the features the network relies on (a readable, "
-             "DeepDream-like explanation of a real example); towards another class it is a large, visible fooling "
-             "image. It is more interpretable than a visualisation from noise because the context stays.")
+    kept = np.mean([r["ssim to start"] for r in rows10])
+    q10.text(f"After {iters} iterations the SSIM to the starting image is "
+             + ", ".join(f"{r['ssim to start']:.2f}" for r in rows10) + " and the confidence in the target went "
+             + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10) + ". "
+             + ("Much of the original survives: the ascent paints the class's evidence into a real scene, which "
+                "shows what the network would need to see there, in context; with the image's own class it "
+                "exaggerates the features the network already relies on (DeepDream-like)." if kept > 0.5 else
+                "Little of the original structure is left at these settings: the course's step size and number of "
+                "iterations overwrite the image; fewer iterations or a smaller learning rate keep the context, which "
+                "is the point of starting from a real image (the class's features drawn into a real scene).")
+             + " Towards another class it is a fooling image without a budget on the change.")
     out = [q8, q9, q10]
 
     # B-Q11: the other network
@@ -495,11 +537,12 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
         q11 = Section("B-Q11", "Class visualisation with another network")
         q11.figure(f4, f"The same classes, same seed, through {s.a_name} (top) and {s.b_name} (bottom)")
         q11.table(rows11)
-        q11.text(f"Each network reaches its own target confidently (mean {own:.2f} for {s.b_name}), but an image "
-                 f"made for {s.a_name} convinces {s.b_name} with mean confidence {cross:.2f} only: "
-                 + ("the visualisations share class features that both networks use."
-                    if cross > 0.5 else "much of each image is specific to the network that made it (its own "
-                                        "shortcuts), which is why such images explain a model rather than a class."))
+        q11.text(f"{s.b_name} reaches its own targets with mean confidence {own:.2f}; the images made for {s.a_name} "
+                 f"get a mean confidence of {cross:.2f} from {s.b_name}: "
+                 + ("the visualisations carry class features that both networks use, although the two images of a "
+                    "class differ pixel by pixel (figure)." if cross > 0.5 else
+                    "much of each image is specific to the network that made it (its own shortcuts), which is why "
+                    "such images explain a model rather than a class."))
         out.append(q11)
     return out
 
