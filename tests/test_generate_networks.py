@@ -5,8 +5,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
-from cnnlab.generate.networks import (CondDiscriminator, CondGenerator, Discriminator, Generator, build_gan,
-                                      dcgan_init)
+from cnnlab.generate.networks import CondDiscriminator, CondGenerator, Discriminator, Generator, build_gan
 
 from test_generate_helpers import one_thread  # noqa: F401,E402  (autouse fixture)
 

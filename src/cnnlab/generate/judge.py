@@ -21,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from cnnlab.models.registry import ModelBundle
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.generate.judge import judge_metrics, load_judge, real_reference
+from cnnlab.generate.judge import load_judge, real_reference
 from cnnlab.generate.steps import generator_loss
 from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
 from cnnlab.generate.train import GANConfig, load_gan_data, use_bf16
@@ -52,8 +52,6 @@ def run_lab(ctx) -> list[Section]:
     data = load_gan_data(base.dataset, size=base.size, subset=subset)
     judge = load_judge(base.dataset, epochs=base.judge_epochs)
     reference = real_reference(judge, data.test)
-    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:base.eval_samples]
-    floor = judge_metrics(judge, data.train[pick], reference)  # real digits (a random sample): the best possible
 
     sweep = run_sweep(names, base=base, out=root / "sweep", seed=ctx.seed, device=ctx.device, resume=ctx.resume,
                       extra=extra)
@@ -62,6 +60,7 @@ def run_lab(ctx) -> list[Section]:
     from cnnlab.runs import Run
 
     metrics = {n: Run.open(p).metrics for n, p in run_dir.items()}
+    floor = metrics["default"].get("real", {})  # real training digits, judged the same way: the best possible
     one_obj = one_objective_study(data, steps=ctx.budget(30, 10, 3), seed=ctx.seed, base=base, judge=judge,
                                   reference=reference, samples=ctx.budget(500, 300, 100))
     bf16 = use_bf16(base.precision, ctx.device)

@@ -86,6 +86,8 @@ def _row(name: str, cfg: GANConfig, metrics: dict) -> dict:
     row = {"variant": name, "question": VARIANTS[name].question, "model": cfg.model, "dataset": cfg.dataset,
            "size": cfg.size, "epochs": cfg.epochs, "steps": metrics.get("steps"), "status": metrics.get("status", "?")}
     row.update({k: f.get(k) for k in TABLE_KEYS if k in f})
+    if "frechet" in metrics.get("real", {}):  # real training images vs the same test set: the floor
+        row["frechet_real"] = metrics["real"]["frechet"]
     row["images_per_s"] = metrics.get("images_per_s")
     return row
 
@@ -105,7 +107,13 @@ def run_sweep(names: list[str], *, base: GANConfig | None = None, out: str | Pat
     rows, samples, runs, trained = [], [], {}, {}
     try:
         for name, cfg in configs.items():
-            data = load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download, subset=cfg.subset)
+            try:
+                data = load_gan_data(cfg.dataset, size=cfg.size, data_root=data_root, download=download,
+                                     subset=cfg.subset)
+            except CnnlabError as e:  # e.g. CIFAR-10 not on this machine: the other variants still run
+                log.warning("sweep: %s skipped (%s)", name, e)
+                rows.append({**_row(name, cfg, {}), "status": f"skipped: {e}"})
+                continue
             log.info("sweep: %s (%s)", name, VARIANTS[name].help)
             try:
                 res = train_gan(cfg, out=root / name, seed=seed, device=device, data_root=data_root, resume=resume,

@@ -379,6 +379,9 @@ def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond,
     if final:
         fake = sample(G, eval_z, eval_y, bf16=bf16)
         metrics["final"] = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
+        # the same numbers for as many real training images: the floor a perfect G would reach
+        pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:len(eval_z)]
+        metrics["real"] = judge_metrics(judge, data.train[pick], reference, digits=data.digits)
         fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
     if draw:
         _draw(run, cfg, state, data, metrics.get("final", {}), fake, fixed, nrow, cond)
