@@ -21,7 +21,6 @@ import math
 import tempfile
 import time
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -152,7 +151,7 @@ def main() -> None:
                 rows.append({"method": method, "impl": f"cnnlab ({prec})", **r, "epochs": ep[method]})
                 print(rows[-1], flush=True)
     print()
-    print(f"| method | implementation | epochs | seconds | epochs/s | wall-time ratio vs notebook | source acc | target acc |")
+    print("| method | implementation | epochs | seconds | epochs/s | wall-time ratio vs notebook | source acc | target acc |")
     print("|---|---|---|---|---|---|---|---|")
     ref_s = {r["method"]: r["seconds"] for r in rows if r["impl"].startswith("notebook")}
     for r in rows:

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from cnnlab.adapt import dann as dann_mod
 from cnnlab.adapt.dann import AdaptConfig, dann_losses, train_adapt

@@ -1,6 +1,7 @@
 """Part C's lab section (dry run) and the CLI's error messages."""
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -28,10 +29,10 @@ def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):
     assert len(nums) > 20 and all(math.isfinite(v) for v in nums)
     accs = [row["target test acc (last)"] for row in sections[qids.index("C-results")].blocks[1]["table"]]
     assert all(0.0 <= a <= 1.0 for a in accs)
-    figs = [b["figure"] for s in sections for b in s.blocks if "figure" in b]
-    assert len(figs) >= 7 and all((tmp_path / "C-adapt" / "figures").exists() for _ in figs)
+    figs = [Path(b["figure"]) for s in sections for b in s.blocks if "figure" in b]
+    assert len(figs) >= 7
     for f in figs:
-        assert torch.tensor(1) and __import__("pathlib").Path(f).is_file(), f
+        assert f.is_file() and f.stat().st_size > 1000 and f.parent == tmp_path / "C-adapt" / "figures", f
 
 
 @pytest.mark.parametrize("argv, msg", [

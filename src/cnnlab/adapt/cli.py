@@ -127,7 +127,7 @@ def _cmd_mnistm(args) -> int:
                 np.savez_compressed(buf, images=m.images.numpy(), labels=m.labels.numpy())
                 atomic_write_bytes(run.path(f"mnistm_{split}.npz"), buf.getvalue())
             if split == "test":
-                run.save_figure(figures.domain_samples_figure(digits.images[:12], m.images[:12],
+                run.save_figure(figures.domain_samples_figure(digits.images, m.images,
                                                               titles=(source, "MNIST-M")), "samples")
         run.write_table("mnistm", rows)
     finally:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -167,7 +167,7 @@ def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------- training
 def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, name: str | None = None,
-                device: torch.device | str = "cpu", resume: bool = False, init: DANNNet | None = None) -> AdaptResult:
+                device: torch.device | str = "cpu", resume: bool = False) -> AdaptResult:
     """Train one model with ``config`` into ``out/<name>`` (checkpoint + per-epoch weights)."""
     device = torch.device(device)
     name = name or config.method
@@ -175,8 +175,6 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the network's initialisation
     net = DANNNet(num_classes=len(domains.classes)).to(device).to(memory_format=torch.channels_last)
-    if init is not None:
-        net.load_state_dict(init.state_dict())
     opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum)
     g = torch.Generator().manual_seed(config.seed)
     state = TrainState({"net": net}, {"opt": opt}, generator=g)
@@ -242,7 +240,3 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
         if (folder / f"epoch{e:03d}.pt").exists():
             weights.setdefault(e, folder / f"epoch{e:03d}.pt")
     return AdaptResult(name, config, net, state.history, weights)
-
-
-def config_dict(config: AdaptConfig) -> dict:
-    return asdict(config)

@@ -102,8 +102,9 @@ def load_domains(source: str = "mnist-embedded", target: str = "mnistm", *, data
     if list(s_train.classes) != list(t_train.classes):
         raise CnnlabError(f"--source {source} and --target {target} have different classes "
                           f"({s_train.classes[:5]}… vs {t_train.classes[:5]}…); both domains need the same class names")
-    s_train, t_train = _subset(s_train, subset, 1), _subset(t_train, subset, 2)
-    s_test, t_test = _subset(s_test, subset, 3), _subset(t_test, subset, 4)
+    same = target == "mnistm"  # keep MNIST-M aligned with its source digits (same indices)
+    s_train, t_train = _subset(s_train, subset, 1), _subset(t_train, subset, 1 if same else 2)
+    s_test, t_test = _subset(s_test, subset, 3), _subset(t_test, subset, 3 if same else 4)
     n_val = min(val_size, len(s_train) // 10)
     perm = torch.randperm(len(s_train), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values

@@ -18,8 +18,9 @@ def _plt():
 
 
 def domain_samples_figure(source: torch.Tensor, target: torch.Tensor, *, n: int = 12, titles=("source", "target")):
-    """Two rows of uint8 images (N×C×H×W): the first ``n`` of each domain."""
+    """Two rows of uint8 images (N×C×H×W): ``n`` evenly spaced images of each domain."""
     plt = _plt()
+    source, target = (x[np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)] for x in (source, target))
     fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.1))
     for row, (imgs, title) in enumerate(zip((source, target), titles)):
         for i in range(n):
@@ -42,10 +43,10 @@ def curves_figure(histories: dict[str, list[dict]], *, keys=("source_test_acc", 
                         "class_loss": "label loss (train)", "domain_loss": "domain loss (train)"}
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.2), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for name, hist in histories.items():
+        for i, (name, hist) in enumerate(histories.items()):
             pts = [(r["epoch"], r[key]) for r in hist if r.get(key) is not None]
             if pts:
-                ax.plot(*zip(*pts), marker=".", label=name)
+                ax.plot(*zip(*pts), marker=".", label=name, color=f"C{i}")  # one colour per run in every panel
         ax.set_title(titles.get(key, key), fontsize=9)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)

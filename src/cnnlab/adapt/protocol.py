@@ -89,8 +89,8 @@ def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: 
     paths = {"curves": run.save_figure(figures.curves_figure(hist), "curves"),
              "losses": run.save_figure(figures.curves_figure(
                  {k: v for k, v in hist.items()}, keys=("class_loss", "domain_loss")), "losses"),
-             "samples": run.save_figure(figures.domain_samples_figure(domains.source_test.images[:12],
-                                                                      domains.target_test.images[:12],
+             "samples": run.save_figure(figures.domain_samples_figure(domains.source_test.images,
+                                                                      domains.target_test.images,
                                                                       titles=(domains.source, domains.target)), "samples")}
     if rounds:
         paths["pseudo"] = run.save_figure(figures.rounds_figure(rounds), "pseudo_rounds")

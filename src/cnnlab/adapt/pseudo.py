@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from cnnlab.adapt.dann import AdaptResult, Evaluator, autocast, features_and_logits
+from cnnlab.adapt.dann import Evaluator, autocast, features_and_logits
 from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.data import index_batches
@@ -133,7 +133,3 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
                  pl_acc, rows[-1]["target_test_acc"])
         write_json(done, rows)
     return rows
-
-
-def pseudo_config_dict(config: PseudoConfig) -> dict:
-    return asdict(config)
