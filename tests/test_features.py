@@ -100,3 +100,13 @@ def test_svm_selection_never_looks_at_the_test_labels():
     s2 = svm_study(Xtr, Xte, ytr, rng.permutation(yte), ["0", "1", "2"], Cs=[0.01, 1, 100], cv=3)
     assert (s1.layer, s1.C) == (s2.layer, s2.C) and s1.layer == "a"
     assert s1.test_acc > 0.8 and len(s1.rows) == 6 and s1.confusion.sum() == 30
+
+
+def test_flip_tta_is_the_mean_of_image_and_mirror_features(tmp_path):
+    b = build_model("digitnet", "NONE")
+    ds = _digits(6)
+    mirrored = TensorImageSet(ds.images.flip(-1), ds.labels, ds.classes, "mirrored")
+    a = extract_features(b, ds, ["fc1"], normalize=False, use_cache=False, progress=None).arrays["fc1"]
+    m = extract_features(b, mirrored, ["fc1"], normalize=False, use_cache=False, progress=None).arrays["fc1"]
+    t = extract_features(b, ds, ["fc1"], normalize=False, tta="flip", cache=tmp_path, progress=None).arrays["fc1"]
+    np.testing.assert_allclose(t, (a + m) / 2, atol=1e-5)

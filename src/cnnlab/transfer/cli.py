@@ -24,13 +24,14 @@ def _model_args(p: argparse.ArgumentParser, arch: str) -> None:
     p.add_argument("--weights", default="DEFAULT", help="DEFAULT (torchvision, downloaded when online), NONE, or a .pth file")
     p.add_argument("--mean", default=None, help="normalisation mean for a weights file (e.g. 0.5)")
     p.add_argument("--std", default=None, help="normalisation std for a weights file (e.g. 0.5)")
+    p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the weights' own, 224)")
 
 
 def _bundle(args, device):
     from cnnlab.models import build_model
 
     return build_model(args.arch, args.weights, mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
-                       device=device)
+                       input_size=getattr(args, "input_size", None), device=device)
 
 
 def _cmd_transfer(args) -> int:
@@ -51,7 +52,8 @@ def _cmd_transfer(args) -> int:
                          Cs=Cs or TransferConfig().Cs, cv=args.cv, per_class=args.per_class, pca=not args.no_pca,
                          head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
                          scratch_epochs=args.scratch_epochs, batch_size=args.batch_size,
-                         input_transform=args.input_transform, data_root=args.data_root, seed=args.seed)
+                         input_transform=args.input_transform, data_root=args.data_root, seed=args.seed,
+                         tta=args.tta)
     if args.dry_run:  # tiny and fast: few images, one C, a couple of epochs
         cfg.per_class, cfg.Cs, cfg.cv = min(cfg.per_class or 4, 4), cfg.Cs[:1], 2
         cfg.head_epochs, cfg.finetune_epochs, cfg.scratch_epochs = min(cfg.head_epochs, 2), min(cfg.finetune_epochs, 1), min(cfg.scratch_epochs, 1)
@@ -137,6 +139,7 @@ def add_commands(sub) -> None:
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the whole network (0: skip)")
     p.add_argument("--scratch-epochs", type=int, default=0, help="same network from scratch (0: skip)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--tta", default="none", choices=["none", "flip"], help="flip: average features with the mirror image's")
     p.add_argument("--input-transform", default=None, help="digits_as_mnist: 8×8 UCI digits into a 28×28 network")
     add_common(p, out_default="runs/transfer")
     p.set_defaults(func=_cmd_transfer)

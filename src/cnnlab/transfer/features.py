@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from cnnlab.data.imageset import ImageSet
+from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import resolve_layers
 from cnnlab.models.registry import ModelBundle
 from cnnlab.runs import atomic_write_text, cache_dir
@@ -70,17 +71,17 @@ class Features:
     cached_layers: list[str]
 
 
-def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str) -> str:
+def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str, tta: str) -> str:
     desc = json.dumps({"arch": bundle.arch, "weights": bundle.weights_id, "node": node, "data": dataset.fingerprint,
                        "size": bundle.input_size, "mean": bundle.mean, "std": bundle.std, "channels": bundle.in_channels,
-                       "spatial": spatial, "v": 2}, sort_keys=True)
+                       "spatial": spatial, "tta": tta, "v": 2}, sort_keys=True)
     return hashlib.sha1(desc.encode()).hexdigest()[:20]
 
 
 def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], *, batch_size: int = 32,
                      spatial: str = "avg", use_cache: bool = True, cache: str | os.PathLike | None = None,
                      num_workers: int = 0, progress: str | None = "extracting features",
-                     input_transform=None, normalize: bool = True) -> Features:
+                     input_transform=None, normalize: bool = True, tta: str = "none") -> Features:
     """Features of ``dataset`` at ``layers`` (aliases or node names) in one pass per missing layer set.
 
     ``input_transform`` (optional) maps a uint8 batch to another uint8 batch before the model's
@@ -89,7 +90,9 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     nodes = resolve_layers(bundle.arch, bundle.model, layers)
     folder = Path(cache) if cache else cache_dir("features")
     tname = getattr(input_transform, "__name__", "none") if input_transform else "none"
-    keys = {name: _cache_key(bundle, node, dataset, spatial) + ("" if tname == "none" else "-" + tname)
+    if tta not in ("none", "flip"):
+        raise CnnlabError(f"--tta {tta!r}: choose none or flip")
+    keys = {name: _cache_key(bundle, node, dataset, spatial, tta) + ("" if tname == "none" else "-" + tname)
             for name, node in nodes.items()}
     arrays: dict[str, np.ndarray] = {}
     labels = None
@@ -104,7 +107,7 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     if missing:
         t0 = time.perf_counter()
         new, labels = _extract(bundle, dataset, {n: nodes[n] for n in missing}, batch_size=batch_size,
-                               spatial=spatial, num_workers=num_workers, progress=progress,
+                               spatial=spatial, tta=tta, num_workers=num_workers, progress=progress,
                                input_transform=input_transform,
                                out_files={n: folder / f"{keys[n]}.npy" for n in missing} if use_cache else None,
                                labels_files={n: folder / f"{keys[n]}.labels.npy" for n in missing} if use_cache else None)
@@ -117,7 +120,7 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
 
 
 @torch.inference_mode()
-def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, num_workers, progress, input_transform,
+def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta, num_workers, progress, input_transform,
              out_files, labels_files):
     dev = bundle.device
     extractor = make_extractor(bundle.model, sorted(set(nodes.values())))
@@ -133,9 +136,14 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, num
             if input_transform is not None:
                 images = input_transform(images)
             x = bundle.preprocess(images.to(dev, non_blocking=True))
+            if tta == "flip":
+                x = torch.cat([x, x.flip(-1)])
             outs = extractor(x)
             for name, node in nodes.items():
-                feat = pool_features(outs[node], spatial, normalize=False).cpu().numpy()
+                feat = pool_features(outs[node], spatial, normalize=False)
+                if tta == "flip":  # mean of the image's and its mirror's features
+                    feat = 0.5 * (feat[:len(images)] + feat[len(images):])
+                feat = feat.cpu().numpy()
                 if name not in bufs:  # allocate once the feature size is known
                     shape = (n_max, feat.shape[1])
                     if out_files is not None:
