@@ -24,6 +24,8 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.explain.inputs import short_name as _short
+from cnnlab.explain.metrics import top_share
 
 log = logging.getLogger("cnnlab")
 
@@ -175,11 +177,6 @@ def _label_names(bundle, labels) -> list[str]:
     return [class_name(bundle, int(y)) if int(y) >= 0 else "?" for y in labels]
 
 
-def _short(s: str, n: int = 18) -> str:
-    s = s.split(",")[0]
-    return s if len(s) <= n else s[:n - 1] + "…"
-
-
 def _start(args, command: str, config: dict):
     from cnnlab.runs import Run
 
@@ -231,7 +228,7 @@ def _cmd_saliency(args) -> int:
                    "p_pred": float(probs[i, pred[i]]), "target": int(targets[i])}
             first = list(maps)[0]
             for k, m in maps.items():
-                row[f"top5%_share {k}"] = _top_share(m[i], 0.05)
+                row[f"top5%_share {k}"] = top_share(m[i], 0.05)
                 if k != first:  # rank agreement with the first method's map
                     row[f"spearman {first} vs {k}"] = spearman(maps[first][i], m[i])
             rows.append(row)
@@ -254,14 +251,6 @@ def _cmd_saliency(args) -> int:
         run.log_metrics(n_images=len(rows), methods=methods)
     print(f"{len(rows)} images, {', '.join(maps)}; figures: {', '.join(str(p) for p in paths)}")
     return 0
-
-
-def _top_share(m: torch.Tensor, frac: float) -> float:
-    """Share of a map's total mass in its top ``frac`` pixels (1 = all in a few pixels)."""
-    v = m.flatten().double()
-    k = max(1, int(round(frac * v.numel())))
-    tot = float(v.sum())
-    return float(v.topk(k).values.sum()) / tot if tot > 0 else float("nan")
 
 
 # --------------------------------------------------------------------------- fooling images

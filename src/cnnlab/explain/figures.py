@@ -42,7 +42,7 @@ def _overlay(p: torch.Tensor, m: torch.Tensor, alpha: float = 0.45) -> np.ndarra
 def _mosaic(cells: Sequence[Sequence[Cell]], *, row_labels: Sequence[str] = (), suptitle: str = "",
             inches: float = 1.9) -> plt.Figure:
     """Rows of (image, title) cells in one canvas; ``row_labels`` go above each row's first cell."""
-    rows, cols = len(cells), max(len(r) for r in cells)
+    cols = max(len(r) for r in cells)
     h = max(c[0].shape[0] for r in cells for c in r if c[0] is not None)
     w = max(c[0].shape[1] for r in cells for c in r if c[0] is not None)
     line = max(3, int(round(h * 0.13)))  # one line of 8-pt text, in canvas pixels

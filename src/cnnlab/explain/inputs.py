@@ -84,6 +84,12 @@ def class_name(bundle: ModelBundle, k: int) -> str:
     return str(cats[k]) if cats and 0 <= k < len(cats) else str(k)
 
 
+def short_name(s: str, n: int = 18) -> str:
+    """A class name for a figure title: the first synonym ("tabby, tabby cat" → "tabby"), cut to ``n``."""
+    s = str(s).split(",")[0]
+    return s if len(s) <= n else s[:n - 1] + "…"
+
+
 def batched(n: int, batch_size: int):
     for s in range(0, n, batch_size):
         yield slice(s, min(n, s + batch_size))

@@ -112,6 +112,14 @@ def transfer_matrix(results: Mapping[str, tuple[ModelBundle, AttackResult]],
     return rows
 
 
+def top_share(m: torch.Tensor, frac: float = 0.05) -> float:
+    """Share of a map's total mass in its ``frac`` largest pixels (1: all of it in a few pixels)."""
+    v = m.flatten().double()
+    k = max(1, int(round(frac * v.numel())))
+    tot = float(v.sum())
+    return float(v.topk(k).values.sum()) / tot if tot > 0 else float("nan")
+
+
 def keep_salient(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, *, fraction: float = 0.2,
                  generator: torch.Generator | None = None) -> dict[str, float]:
     """A use of saliency beyond looking at it: keep only the ``fraction`` most salient pixels (the
