@@ -354,6 +354,14 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
                              {s.a_name: a, s.b_name: s.b})
         run.write_table("attack_transfer", tm)
         q7.table(tm, f"Transfer: adversarial images of {s.a_name} given to {s.b_name}")
+        tb = {r["crafted on"]: r for r in tm}
+        f_rate, p_rate = tb["FGSM untargeted"][s.b_name], tb["PGD L∞ untargeted"][s.b_name]
+        transfer_text = (f" Transfer (table): {_pct(f_rate)} of FGSM's and {_pct(p_rate)} of PGD's untargeted "
+                         f"images also fool {s.b_name}"
+                         + (" — the one-step attack transfers better: the iterative one fits the source network's "
+                            "own quirks." if f_rate > p_rate else "."))
+    else:
+        transfer_text = ""
     m = ctx.budget(6, 6, 3)
     ex = {k: to_pixels(a, v[1].images[:m]) for k, v in results.items() if "untargeted" in k}
     f3 = run.save_figure(figures.image_rows_figure({"original": to_pixels(a, results["FGSM untargeted"][1].originals[:m]),
@@ -369,8 +377,8 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
             f"{by['PGD L2 untargeted']['psnr']:.1f} dB against {by['PGD L∞ untargeted']['psnr']:.1f} dB for L∞ "
             f"(L∞ moves every pixel up to ε, L2 concentrates the change on fewer pixels). Other "
             "alternatives: C&W (optimises the smallest change), DeepFool (minimal step to the nearest boundary), "
-            "black-box attacks by transfer from a surrogate network (table above) or by score/decision queries; "
-            "defences: adversarial training, input purification, certified bounds.")
+            "black-box attacks by transfer from a surrogate network or by score/decision queries; "
+            "defences: adversarial training, input purification, certified bounds." + transfer_text)
     return [q5, q6, q7]
 
 
@@ -398,7 +406,6 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q8 = Section("B-Q8", "Class visualisation")
     q8.figure(f1, f"Gradient ascent from noise, {iters} iterations (course defaults: λ = 1e-3, lr 5, blur σ 0.5 every "
                   f"10, jitter {vis.settings['max_jitter']} px, per-channel clamp)")
-    q8.table(rows, "Final images scored by the network")
     text = (f"{hits} of {len(rows)} visualisations are classified as their class (mean confidence "
             f"{np.mean([r['p_target'] for r in rows]):.2f})"
             + (": the ascent finds, for every class, an input the network is sure about. " if hits == len(rows) else
@@ -425,6 +432,7 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     if a.input_size != 224:
         text += (f" Jitter is the course's 16 px at 224×224 scaled to {vis.settings['max_jitter']} px for "
                  f"{a.input_size}×{a.input_size} inputs.")
+    q8.table(rows, "Final images scored by the network")
     q8.text(text)
 
     # B-Q9: sweep
@@ -506,15 +514,23 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q10.figure(f3, "Gradient ascent starting from a real image")
     q10.table(rows10)
     kept = np.mean([r["ssim to start"] for r in rows10])
+    early_it = min((it for it, _ in vis10.snapshots if it > 1), default=None)
+    early = ""
+    if early_it is not None and early_it < iters:
+        im_e = to_pixels(a, vis10.at(early_it)).clamp(0, 1)
+        ss_e = [image_quality(start_px[j], im_e[j])["ssim"] for j in range(len(rows10))]
+        p_e = [h["p_target"] for h in vis10.history if h["iteration"] == early_it]
+        early = (f" Already at iteration {early_it} the SSIM is " + ", ".join(f"{v:.2f}" for v in ss_e)
+                 + " with target confidence " + ", ".join(f"{v:.2f}" for v in p_e) + ".")
     q10.text(f"After {iters} iterations the SSIM to the starting image is "
              + ", ".join(f"{r['ssim to start']:.2f}" for r in rows10) + " and the confidence in the target went "
-             + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10) + ". "
+             + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10) + "." + early + " "
              + ("Much of the original survives: the ascent paints the class's evidence into a real scene, which "
                 "shows what the network would need to see there, in context; with the image's own class it "
                 "exaggerates the features the network already relies on (DeepDream-like)." if kept > 0.5 else
-                "Little of the original structure is left at these settings: the course's step size and number of "
-                "iterations overwrite the image; fewer iterations or a smaller learning rate keep the context, which "
-                "is the point of starting from a real image (the class's features drawn into a real scene).")
+                "Little of the original structure is left after the course's number of iterations; the earlier "
+                "snapshots (figure) keep more of the scene, which is the point of starting from a real image: the "
+                "class's features drawn into a real context, or, with the image's own class, exaggerated.")
              + " Towards another class it is a fooling image without a budget on the change.")
     out = [q8, q9, q10]
 
