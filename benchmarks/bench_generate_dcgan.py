@@ -28,8 +28,9 @@ import torch
 import torch.nn as nn
 
 
-def course_loop(*, data_root: str, epochs: int, subset: int | None, seed: int) -> tuple[nn.Module, float, int]:
-    """The notebook's training loop, as students run it. Returns (G, wall seconds, images seen)."""
+def course_loop(*, data_root: str, epochs: int, subset: int | None, seed: int):
+    """The notebook's training loop, as students run it, one epoch per ``next()``.
+    Yields (G, seconds of that epoch, images seen in it)."""
     import torchvision.transforms as T
     from torch.utils.data import DataLoader, Subset
     from torchvision.datasets import MNIST
@@ -48,8 +49,8 @@ def course_loop(*, data_root: str, epochs: int, subset: int | None, seed: int) -
     criterion = nn.BCELoss()
     optD = torch.optim.Adam(netD.parameters(), lr=2e-4, betas=(0.5, 0.999))
     optG = torch.optim.Adam(netG.parameters(), lr=5e-4, betas=(0.5, 0.999))
-    seen = 0
     for epoch in range(epochs):
+        seen = 0
         for i, (data, _) in enumerate(loader):
             # (1) update D: maximise log(D(x)) + log(1 - D(G(z)))
             netD.zero_grad()
@@ -77,7 +78,10 @@ def course_loop(*, data_root: str, epochs: int, subset: int | None, seed: int) -
             if i % 100 == 0:
                 print(f"  course loop [{epoch + 1}/{epochs}][{i}/{len(loader)}] loss_D {(errD_real + errD_fake).item():.3f} "
                       f"loss_G {errG.item():.3f}", flush=True)
-    return netG, time.perf_counter() - t0, seen
+        rng = torch.get_rng_state()  # cnnlab runs between our epochs: keep this loop's own global RNG stream
+        yield netG, time.perf_counter() - t0, seen
+        torch.set_rng_state(rng)
+        t0 = time.perf_counter()
 
 
 def main(argv=None) -> int:
@@ -111,28 +115,40 @@ def main(argv=None) -> int:
     def fd(G) -> float:
         return judge_metrics(judge, sample(G, eval_z), ref_feats)["frechet"]
 
-    rows = []
-    print("course-notebook loop (torchvision MNIST + per-sample transforms + DataLoader, fp32) ...", flush=True)
-    G_ref, t_ref, n_ref = course_loop(data_root=args.data_root, epochs=args.epochs, subset=args.subset, seed=args.seed)
-    rows.append({"loop": "course notebook (fp32)", "wall_s": t_ref, "train_s": t_ref, "images_per_s": n_ref / t_ref,
-                 "frechet": fd(G_ref)})
+    # The two loops alternate epoch by epoch, so that both see the same load on a shared machine;
+    # cnnlab continues with --resume (exact on CPU), writing its figures only at the end.
     precisions = [args.precision] + (["fp32"] if args.also_fp32 and args.precision != "fp32" else [])
+    totals = {"course": [0.0, 0.0, 0]} | {p: [0.0, 0.0, 0] for p in precisions}  # wall, train, images
+    results = {}
+    course = course_loop(data_root=args.data_root, epochs=args.epochs, subset=args.subset, seed=args.seed)
+    for epoch in range(1, args.epochs + 1):
+        print(f"epoch {epoch}: course-notebook loop (torchvision MNIST + per-sample transforms + DataLoader, fp32)",
+              flush=True)
+        G_ref, sec, seen = next(course)
+        totals["course"][0] += sec
+        totals["course"][1] += sec
+        totals["course"][2] += seen
+        for prec in precisions:
+            print(f"epoch {epoch}: cnnlab train_gan (precision {prec})", flush=True)
+            cfg = GANConfig(dataset="mnist", epochs=epoch, subset=args.subset, precision=prec, judge="mnist",
+                            eval_samples=args.eval_samples)
+            t0 = time.perf_counter()
+            try:
+                res = train_gan(cfg, out=out / f"cnnlab-{prec}", seed=args.seed, device="cpu", data_root=args.data_root,
+                                judge=judge, resume=epoch > 1, figures=epoch == args.epochs)
+            except CnnlabError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            totals[prec][0] += time.perf_counter() - t0
+            totals[prec][1] += res.metrics["train_seconds"]
+            totals[prec][2] += res.metrics["images_per_s"] * res.metrics["train_seconds"]
+            results[prec] = res
+    rows = [{"loop": "course notebook (fp32)", "wall_s": totals["course"][0], "train_s": totals["course"][1],
+             "images_per_s": totals["course"][2] / totals["course"][1], "frechet": fd(G_ref)}]
     for prec in precisions:
-        print(f"cnnlab train_gan (precision {prec}) ...", flush=True)
-        cfg = GANConfig(dataset="mnist", epochs=args.epochs, subset=args.subset, precision=prec, judge="mnist",
-                        eval_samples=args.eval_samples)
-        t0 = time.perf_counter()
-        try:
-            res = train_gan(cfg, out=out / f"cnnlab-{prec}", seed=args.seed, device="cpu", data_root=args.data_root,
-                            judge=judge)
-        except CnnlabError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-        wall = time.perf_counter() - t0
-        m = res.metrics
-        rows.append({"loop": f"cnnlab ({m['precision']})", "wall_s": wall, "train_s": m["train_seconds"],
-                     "images_per_s": m["images_per_s"], "frechet": fd(res.G)})
-
+        wall, train, images = totals[prec]
+        rows.append({"loop": f"cnnlab ({results[prec].metrics['precision']})", "wall_s": wall, "train_s": train,
+                     "images_per_s": images / train, "frechet": fd(results[prec].G)})
     ref = rows[0]
     print()
     print(f"{'loop':26s} {'wall s':>8s} {'train s':>8s} {'images/s':>9s} {'FD':>7s} {'wall ratio':>10s} {'speed-up':>8s} {'FD ratio':>8s}")
@@ -140,8 +156,9 @@ def main(argv=None) -> int:
         print(f"{r['loop']:26s} {r['wall_s']:8.1f} {r['train_s']:8.1f} {r['images_per_s']:9.0f} {r['frechet']:7.1f} "
               f"{r['wall_s'] / ref['wall_s']:10.2f} {r['images_per_s'] / ref['images_per_s']:8.2f} "
               f"{r['frechet'] / ref['frechet']:8.2f}")
-    print("\nwall s: the whole call (cnnlab's includes loading/resizing MNIST once, judging after every epoch, "
-          "checkpoints and figures); train s: training steps only. FD: Fréchet distance in the digit classifier's "
+    print("\nThe loops alternate epoch by epoch (cnnlab resumes from its checkpoint). wall s: everything (cnnlab's "
+          "includes loading/resizing MNIST once, judging after every epoch, checkpoints, resuming and the figures); "
+          "train s: training steps only. FD: Fréchet distance in the digit classifier's "
           f"features, {args.eval_samples} samples vs the MNIST test set (lower is better). Goal: wall ratio <= 0.5 at "
           "FD ratio <= 1.")
     print(f"cnnlab run folders: {out}")
