@@ -49,6 +49,7 @@ def test_attack_summary_numbers(tmp_path):
     (["saliency", "--arch", "resnet_nope", "--weights", "NONE"], "is not a known model"),
     (["fool", *TINY, "--dataset", "imagenet-val25"], "needs --data-root"),
     (["saliency", *TINY, "--indices", "a,b"], "expected integers"),
+    (["attack", *TINY, "--compare"], "name the second network with --arch-b"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, argv, message):
     out = tmp_path / "never"

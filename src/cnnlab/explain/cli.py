@@ -108,6 +108,9 @@ def load_bundle(args, suffix: str = "", *, seed: int = 0, device=None):
     mean = _floats(getattr(args, f"mean{key}"), f"--mean{suffix}")
     std = _floats(getattr(args, f"std{key}"), f"--std{suffix}")
     if arch is None:
+        if suffix and args.arch is not None:
+            raise CnnlabError(f"--compare with --arch {args.arch}: name the second network with --arch{suffix} "
+                              f"(and --weights{suffix}, --mean{suffix}, --std{suffix} for a weights file)")
         if weights is not None:
             raise CnnlabError(f"--weights{suffix} {weights} needs --arch{suffix} (the architecture the file was saved from)")
         return digit_classifier(seed=seed, device=device or "cpu")
