@@ -290,7 +290,7 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
     state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen)
     fz, fy = fixed_inputs(cfg, num_classes, gen)
     state.extra = {"fixed_z": fz, "fixed_y": fy if fy is not None else torch.zeros(0, dtype=torch.int64),
-                   "strip_steps": [], "strip": []}
+                   "strip_steps": [], "strip": [], "sample_every": every}  # a resumed run keeps its cadence
     cond = cfg.model == "cdcgan"
     nrow = 15 if cond else 8
     eval_gen = torch.Generator().manual_seed(seed + 1)
@@ -322,7 +322,7 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
             fake = G(z, y_fake)  # one generated batch for both steps, as in the course
             out = d_step(D, opt_d, real, fake, y, y_fake)
             out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss))
-        if (st.step + 1) % every == 0:  # st.step counts the steps before this one
+        if (st.step + 1) % st.extra["sample_every"] == 0:  # st.step counts the steps before this one
             snapshot(st.step + 1)
         return out
 
