@@ -90,7 +90,7 @@ def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
             timings[letter] = round(time.perf_counter() - t0, 1)
             save_sections(ctx.part_dir(folder), sections)
             print(f"[{i}/{len(todo)}] Part {letter}: done in {timings[letter]:.0f} s", flush=True)
-        run.log_metrics(part_seconds=timings)
+        run.log_metrics(part_seconds={**run.metrics.get("part_seconds", {}), **timings})  # resumed parts keep theirs
         return build_report(ctx.out)
     finally:
         run.close()
