@@ -369,10 +369,14 @@ def _cmd_attack(args) -> int:
             rows_t = transfer_matrix({f"{_model_name(args, '')} {k}": (bundle, r) for k, r in results.items()}, models)
             run.write_table("transfer", rows_t)
         run.log_metrics(summary=summaries)
-    print(f"{'attack':>22} {'success':>8} {'med.it':>7} {'L2/255':>8} {'Linf/255':>9} {'PSNR':>6} {'SSIM':>6}")
+    print(f"{'attack':>22} {'success':>8} {'already':>8} {'med.it':>7} {'L2/255':>8} {'Linf/255':>9} {'PSNR':>6} "
+          f"{'SSIM':>6} {'uint8':>6}")
     for s in summaries:
-        print(f"{s['attack']:>22} {s['success_rate']:>8.1%} {s['median_iters']:>7g} {s['l2_255']:>8.1f} "
-              f"{s['linf_255']:>9.1f} {s['psnr']:>6.1f} {s['ssim']:>6.3f}")
+        print(f"{s['attack']:>22} {s['success_rate']:>8.1%} {s['already']:>8d} {s['median_iters']:>7g} "
+              f"{s['l2_255']:>8.1f} {s['linf_255']:>9.1f} {s['psnr']:>6.1f} {s['ssim']:>6.3f} "
+              f"{s['uint8_success_rate']:>6.1%}")
+    print("already: fooled before any step (misclassified clean, or by PGD's random start); "
+          "uint8: still fooled once saved as 8-bit pixels")
     if others:
         for r in rows_t:
             print("transfer " + ", ".join(f"{k}: {v:.3g}" if isinstance(v, float) else f"{k}: {v}" for k, v in r.items()))

@@ -76,7 +76,9 @@ def summarize(rows: list[dict], name: str) -> dict:
     """One aggregate row: success rate, median iterations of the successes, mean sizes and quality."""
     ok = [r for r in rows if r["success"]]
     mean = lambda key, rs: float(np.mean([r[key] for r in rs])) if rs else float("nan")  # noqa: E731
+    already = sum(r["success"] and r["iterations"] == 0 for r in rows)  # e.g. misclassified before any change
     out = {"attack": name, "n": len(rows), "success_rate": len(ok) / len(rows) if rows else float("nan"),
+           "already": already,
            "median_iters": float(np.median([r["iterations"] for r in ok])) if ok else float("nan"),
            "l2_255": mean("l2_255", ok), "linf_255": mean("linf_255", ok),
            "psnr": float(np.mean([r["psnr"] for r in ok if math.isfinite(r["psnr"])] or [float("nan")])),
