@@ -136,3 +136,25 @@ def test_sanity_check_randomises_a_copy():
     assert all(-1 <= r["spearman_mean"] <= 1 for r in res.rows)
     for k, v in b.model.state_dict().items():
         assert torch.equal(v, before[k])
+
+
+def test_squeezenet_inplace_relus_match_out_of_place_copy():
+    """SqueezeNet 1.1 (in-place ReLUs, Fire modules): saliency and Grad-CAM on fire9 equal those of a copy
+    whose ReLUs are out of place, and no hook is left behind."""
+    import copy
+
+    from cnnlab.models import build_model
+
+    torch.manual_seed(0)
+    b = build_model("squeezenet1_1", "NONE", input_size=64)
+    ref = copy.deepcopy(b)
+    for m in ref.model.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    x = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    t = torch.tensor([3, 7])
+    torch.testing.assert_close(saliency_maps(b, x, t), saliency_maps(ref, x, t))
+    cam = grad_cam(b, x, t, layer="fire9")  # alias → features.12
+    torch.testing.assert_close(cam, grad_cam(ref, x, t, layer="fire9"))
+    assert cam.shape == (2, 64, 64) and cam.abs().sum() > 0
+    assert hook_count(b.model) == 0
