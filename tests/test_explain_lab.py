@@ -5,7 +5,7 @@ from pathlib import Path
 
 from cnnlab.explain.lab import run_lab
 from cnnlab.lab import LabContext
-from cnnlab.report import save_sections
+from cnnlab.report import load_sections, save_sections
 from test_explain_saliency import one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -17,8 +17,9 @@ def _numbers(section):
                     yield v
 
 
-def test_lab_dry_run_embedded_default(tmp_path):
-    ctx = LabContext(out=tmp_path, dry_run=True)
+def test_lab_dry_run_embedded_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    ctx = LabContext(out=Path("lab"), dry_run=True)  # a relative --out, as users type it
     sections = run_lab(ctx)
     qids = [s.qid for s in sections]
     assert qids == ["B-Q0"] + [f"B-Q{i}" for i in range(1, 12)]
@@ -30,5 +31,9 @@ def test_lab_dry_run_embedded_default(tmp_path):
                 assert Path(b["figure"]).is_file() and Path(b["figure"]).stat().st_size > 1000
     assert sum("figure" in b for s in sections for b in s.blocks) >= 12
     save_sections(ctx.part_dir("B-explain"), sections)
-    assert (tmp_path / "B-explain" / "sections.json").is_file()
-    assert (tmp_path / "B-explain" / "attacks.csv").is_file()
+    part = tmp_path / "lab" / "B-explain"
+    assert (part / "attacks.csv").is_file()
+    for s in load_sections(part):  # the report resolves figures relative to the part folder
+        for b in s.blocks:
+            if "figure" in b:
+                assert (part / b["figure"]).is_file(), b["figure"]

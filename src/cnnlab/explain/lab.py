@@ -437,14 +437,10 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q8.text(text)
 
     # B-Q9: sweep
-    its = (2, 3) if ctx.dry_run else ((25, 100, 200, 400) if s.kind == "digits" and not ctx.quick else (10, 25, 50))
-    if ctx.dry_run:
-        sw = sweep(a, s.sweep_class, iterations=its, generator=torch.Generator().manual_seed(seed), num_iterations=3,
-                   snapshot_every=1, progress=False)
-        default_it = 3
-    else:
-        sw = sweep(a, s.sweep_class, iterations=its, generator=torch.Generator().manual_seed(seed), progress=False)
-        default_it = 200
+    its = ctx.budget((25, 100, 200, 400) if s.kind == "digits" else (25, 100, 200), (10, 25, 50), (2, 3))
+    default_it = iters  # the lr and λ rows use B-Q8's budget (the course's 200 in the full lab)
+    sw = sweep(a, s.sweep_class, iterations=its, num_iterations=default_it, generator=torch.Generator().manual_seed(seed),
+               progress=False, **({"snapshot_every": 1} if ctx.dry_run else {}))
     f2 = run.save_figure(figures.sweep_figure({k: [(lab, to_pixels(a, im[None])[0]) for lab, im in v]
                                                for k, v in sw["grid"].items()}, suptitle=class_name(a, s.sweep_class)),
                          "B-Q9_sweep")
@@ -485,12 +481,17 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
                  + (f"too small a step has not reached the class in {default_it} iterations"
                     if lr and lr[0]["p_target"] < 0.5 else "even the smallest step reaches the class")
                  + direction(lr, "tv", "; larger steps give harsher, noisier images",
-                             "; larger steps give smoother images", "; the step size barely changes the texture") + ".")
+                             "; larger steps give smoother images", "; the step size barely changes the texture")
+                 + (f", and the largest overshoots (confidence {lr[-1]['p_target']:.2f})"
+                    if lr and lr[-1]["p_target"] < 0.5 <= max(r["p_target"] for r in lr) else "") + ".")
     parts.append(f"L2 weight ({', '.join(r['setting'] for r in l2)}): distance from the mean "
                  f"{trend(l2, 'rms_from_mean')}, confidence {trend(l2, 'p_target')}: "
                  + direction(l2, "rms_from_mean", "here a larger λ does not shrink the image (the clamp dominates)",
                              "a stronger penalty pulls the image towards the dataset mean and keeps only the strongest "
-                             "evidence", "over this range λ hardly changes the image") + ".")
+                             "evidence", "over this range λ hardly changes the image")
+                 + (f"; at {l2[-1]['setting']} the penalty wins over the class score (confidence "
+                    f"{l2[-1]['p_target']:.2f})" if l2 and l2[-1]["p_target"] < 0.5 <= max(r["p_target"] for r in l2)
+                    else "") + ".")
     q9.text(" ".join(parts))
 
     # B-Q10: from a real image
@@ -570,7 +571,7 @@ def run_lab(ctx) -> list[Section]:
     out = ctx.part_dir("B-explain")
     cfg = {"setting": s.kind, "network_a": s.a_name, "network_b": s.b_name or None, "quick": ctx.quick,
            "dry_run": ctx.dry_run, "eps": s.eps, "eps_l2": s.eps_l2}
-    run = Run.create(out, "lab B", cfg, ctx.seed)
+    run = Run.create(out.resolve(), "lab B", cfg, ctx.seed)  # absolute figure paths, whatever --out is
     try:
         g = torch.Generator().manual_seed(ctx.seed)
         intro = Section("B-Q0", "Setting")
