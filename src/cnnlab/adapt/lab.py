@@ -30,7 +30,7 @@ def lab_config(ctx) -> tuple[ProtocolConfig, int | None, int]:
     b = ctx.budget
     cfg = ProtocolConfig(seed=ctx.seed, source_only_epochs=b(10, 3, 1), dann_epochs=b(8, 4, 1),
                          target_only_epochs=b(8, 3, 1), dev_samples=b(500, 300, 100),
-                         pseudo=PseudoConfig(rounds=b(2, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.8, 0.0)),
+                         pseudo=PseudoConfig(rounds=b(2, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.5, 0.0)),
                          pseudo_from=("dann",))
     return cfg, b(None, 1200, 192), b(500, 300, 60)  # config, subset, t-SNE points per domain
 
