@@ -1,4 +1,4 @@
-"""Integration: `cnnlab lab --quick` on the embedded default answers every part with real figures."""
+"""Integration: `cnnlab lab` (all four parts, --dry-run budgets) on the embedded default answers every part with real figures."""
 
 import json
 import re
@@ -20,9 +20,9 @@ class _Images(HTMLParser):
 
 
 @pytest.mark.slow
-def test_quick_lab_writes_a_complete_report(tmp_path, capsys):
+def test_lab_writes_a_complete_report(tmp_path, capsys):
     out = tmp_path / "lab"
-    assert main(["lab", "--quick", "--out", str(out)]) == 0
+    assert main(["lab", "--dry-run", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "report:" in printed
     page = (out / "report.html").read_text()
@@ -37,5 +37,5 @@ def test_quick_lab_writes_a_complete_report(tmp_path, capsys):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics["part_seconds"]) == set("ABCD")
     # --resume keeps finished parts and rebuilds the same report
-    assert main(["lab", "--quick", "--resume", "--out", str(out)]) == 0
+    assert main(["lab", "--dry-run", "--resume", "--out", str(out)]) == 0
     assert "already done" in capsys.readouterr().out
