@@ -373,7 +373,8 @@ def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond,
                      "params_G": count_parameters(G), "params_D": count_parameters(state.modules["D"]),
                      "train_seconds": round(train_seconds, 2),
                      "images_per_s": round(steps_run * cfg.batch_size / max(train_seconds, 1e-9), 1),
-                     "judge": {"classifier": judge.bundle.weights_id, "test_acc": judge.test_acc,
+                     "judge": {"classifier": judge.bundle.arch, "trained_on": judge.bundle.extra.get("dataset"),
+                               "epochs": judge.bundle.extra.get("epochs"), "test_acc": judge.test_acc,
                                "real_reference_images": reference.n}}
     fake = fixed = None
     if final:
