@@ -67,3 +67,55 @@ def test_pixel_bounds_are_per_channel_images_of_0_and_1():
     lo, hi = b.pixel_bounds
     assert torch.allclose(lo.flatten(), -torch.tensor(b.mean) / torch.tensor(b.std))
     assert torch.allclose(hi.flatten(), (1 - torch.tensor(b.mean)) / torch.tensor(b.std))
+
+
+ALIAS_ARCHS = ["vgg16", "resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2", "mobilenet_v2",
+               "squeezenet1_0", "squeezenet1_1", "alexnet", "densenet121", "digitnet"]
+
+
+def test_every_family_alias_is_a_graph_node():
+    """Every alias written in layers.py (family and arch tables) resolves, for every architecture that has
+    aliases, to a node of get_graph_node_names(model) — none is silently dropped."""
+    import torchvision.models as tvm
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    from cnnlab.models.layers import ARCH_ALIASES, FAMILY_ALIASES, alias_table, family, layer_aliases
+
+    covered = {family(a) for a in ALIAS_ARCHS}
+    assert set(FAMILY_ALIASES) <= covered and set(ARCH_ALIASES) <= set(ALIAS_ARCHS)
+    for arch in ALIAS_ARCHS:
+        if arch == "digitnet":
+            model = build_model("digitnet", "NONE").model
+        else:
+            with torch.device("meta"):  # tracing needs no values: no 100M-parameter initialisation
+                model = tvm.get_model(arch, weights=None).eval()
+        nodes = get_graph_node_names(model)[1]
+        aliases = layer_aliases(arch, model)
+        assert set(alias_table(arch)) <= set(aliases), (arch, set(alias_table(arch)) - set(aliases))
+        bad = {a: n for a, n in aliases.items() if n not in nodes}
+        assert not bad, (arch, bad)
+        assert resolve_layers(arch, model, list(aliases)) == aliases
+
+
+@pytest.mark.parametrize("arch,fire8", [("squeezenet1_0", "features.10"), ("squeezenet1_1", "features.11")])
+def test_squeezenet_fire_aliases_extract_the_fire_module_outputs(arch, fire8):
+    """fire8/fire9 by alias give exactly the outputs of the Fire modules (1.0 and 1.1 place them differently)."""
+    from cnnlab.transfer.features import make_extractor
+
+    torch.manual_seed(0)
+    model = build_model(arch, "NONE", input_size=64).model
+    nodes = resolve_layers(arch, model, ["fire8", "fire9"])
+    assert nodes == {"fire8": fire8 + ".cat", "fire9": "features.12.cat"}
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        out = make_extractor(model, list(nodes.values()))(x)  # traced before any hook exists
+    seen = {}
+    modules = dict(model.named_modules())
+    handles = [modules[m].register_forward_hook(lambda mod, i, o, m=m: seen.__setitem__(m, o.clone()))
+               for m in (fire8, "features.12")]
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    torch.testing.assert_close(out[fire8 + ".cat"], seen[fire8])
+    torch.testing.assert_close(out["features.12.cat"], seen["features.12"])

@@ -16,7 +16,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explain.hooks import capture_output, untouched
 from cnnlab.explain.inputs import as_targets, batched, check_classes, model_input
 from cnnlab.models import ModelBundle, resolve_layers
-from cnnlab.models.layers import FAMILY_ALIASES, family
+from cnnlab.models.layers import family, output_module
 
 
 def score_gradient(model: nn.Module, x: torch.Tensor, targets: torch.Tensor | None):
@@ -98,16 +98,14 @@ def gradcam_layer(bundle: ModelBundle, layer: str | None = None) -> str:
         return convs[-1]
     if layer in modules and layer:
         return layer
-    # a family alias naming a module (fire9 → features.12) even when FX traces inside that module
-    alias = FAMILY_ALIASES.get(family(bundle.arch), {}).get(layer)
-    if alias in modules:
-        return alias
+    # an alias or node name → the module whose output that node is (fire9 → features.12.cat → features.12)
     node = resolve_layers(bundle.arch, bundle.model, [layer])[layer]
-    if node not in modules:
-        raise CnnlabError(f"--layer {layer!r} is the graph node {node!r}, not a module; Grad-CAM needs a module "
-                          "whose output is a feature map (e.g. a conv block); `cnnlab layers --arch "
-                          f"{bundle.arch}` lists the names")
-    return node
+    module = output_module(bundle.model, node)
+    if module is None:
+        raise CnnlabError(f"--layer {layer!r} is the graph node {node!r}, not the output of a module; Grad-CAM "
+                          "needs a module whose output is a feature map (e.g. a conv block); `cnnlab layers "
+                          f"--arch {bundle.arch}` lists the names")
+    return module
 
 
 def grad_cam(bundle: ModelBundle, images: torch.Tensor, targets=None, *, layer: str | None = None,
