@@ -57,21 +57,26 @@ def main(argv: list[str] | None = None) -> int:
     logger = logging.getLogger("cnnlab")
     logger.addHandler(console)
     logger.setLevel(logging.INFO)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 1
-    from cnnlab.distributed import init_from_env
-
     try:
-        init_from_env()  # under torchrun: join the process group (no-op otherwise)
-        result = args.func(args)
-    except CnnlabError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
-        return 130
-    return int(result or 0)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 1
+        from cnnlab.distributed import init_from_env
+
+        try:
+            init_from_env()  # under torchrun: join the process group (no-op otherwise)
+            result = args.func(args)
+        except CnnlabError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+            return 130
+        return int(result or 0)
+    finally:
+        # main() may run many times in one process (tests, notebooks): a handler left behind would
+        # write to this call's stderr, possibly closed by then ("--- Logging error ---").
+        logger.removeHandler(console)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -67,7 +67,6 @@ def _load_part(module: str):
 
 
 def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
-    ctx.out.mkdir(parents=True, exist_ok=True)
     run = Run.create(ctx.out, "lab", {k: v for k, v in vars(ctx).items() if k != "device"} | {"device": str(ctx.device)},
                      ctx.seed, resume=ctx.resume)
     timings = {}

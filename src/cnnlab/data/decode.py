@@ -9,6 +9,7 @@ Rejected with a reason (``ValueError``): empty, truncated or corrupt files, imag
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from cnnlab.errors import CnnlabError
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 8  # smaller images carry no usable content after resizing to a CNN's input
-Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # real photos only; beyond this PIL raises a bomb error
+Image.MAX_IMAGE_PIXELS = 20_000 * 20_000  # real photos only; beyond this decode_image refuses the file
 
 
 def _to_8bit(img: Image.Image) -> Image.Image:
@@ -41,7 +42,12 @@ def decode_image(path: str | os.PathLike, size: int | None, channels: int = 3) -
     if os.path.getsize(path) == 0:
         raise ValueError("empty file (0 bytes)")
     try:
-        with Image.open(path) as im:
+        with warnings.catch_warnings():
+            # PIL only warns between 1× and 2× MAX_IMAGE_PIXELS and would decode the whole image:
+            # refuse it from the header, before any pixel is allocated.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+        with im:
             if size is not None and im.format == "JPEG":
                 im.draft("RGB" if channels == 3 else "L", (size, size))  # fast decode of huge JPEGs
             im.load()
@@ -63,8 +69,9 @@ def decode_image(path: str | os.PathLike, size: int | None, channels: int = 3) -
             arr = np.array(img, dtype=np.uint8)  # a writable copy for torch
     except UnidentifiedImageError:
         raise ValueError("not a readable image (unknown or corrupt format)") from None
-    except Image.DecompressionBombError as e:
-        raise ValueError(f"image too large to decode safely ({e})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"image too large to decode safely (its header claims more than {Image.MAX_IMAGE_PIXELS:,} "
+                         "pixels); downscale it first") from None
     except (OSError, SyntaxError) as e:  # truncated data, broken headers
         raise ValueError(f"corrupt or truncated image ({e})") from None
     if arr.ndim == 2:

@@ -85,7 +85,7 @@ class TensorImageSet(ImageSet):
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.int64)
         files = [self.files[i] for i in idx.tolist()] if self.files else None
         return TensorImageSet(self.images[idx], self.labels[idx], list(self.classes),
-                              name or f"{self.name}[{len(idx)}]", [], files)
+                              name or f"{self.name}[{len(idx)}]", list(self.skipped), files)  # skips stay counted
 
     def batches(self, batch_size: int, *, num_workers: int = 0, progress: str | None = None):
         from cnnlab.progress import progress_bar
@@ -123,7 +123,8 @@ class FolderImageSet(ImageSet):
     def subset(self, indices, name: str | None = None) -> "FolderImageSet":
         idx = [int(i) for i in np.asarray(indices)]
         return FolderImageSet([self.files[i] for i in idx], self.labels[idx].tolist(), self.classes,
-                              size=self.size, channels=self.channels, name=name or f"{self.name}[{len(idx)}]")
+                              size=self.size, channels=self.channels, name=name or f"{self.name}[{len(idx)}]",
+                              skipped=self.skipped)
 
     def batches(self, batch_size: int, *, num_workers: int = 0, progress: str | None = None):
         from torch.utils.data import DataLoader

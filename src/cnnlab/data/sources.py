@@ -138,11 +138,31 @@ def load_image_folder(path, split: str, *, size: int = 224, channels: int = 3, n
                               "too few to split into train and test; add images or make train/ and test/ folders")
         tr, te = _stratified_split(lab, test_fraction=0.3)
         idx = np.sort(tr if split == "train" else te)
+        # files skipped by the scan belong to neither split: count them once, with the train split
         ds = FolderImageSet([files[i] for i in idx], lab[idx].tolist(), classes, size=size, channels=channels,
-                            name=f"{name}-{split}", skipped=skipped)
+                            name=f"{name}-{split}", skipped=skipped if split == "train" else [])
     if in_memory is None:
         in_memory = len(ds) * channels * size * size <= IN_MEMORY_LIMIT_BYTES
-    return ds.materialize() if in_memory else ds
+    if not in_memory:
+        return ds
+    decoded = ds.materialize()
+    if split == "train":
+        _every_class_decoded(ds, decoded)
+    return decoded
+
+
+def _every_class_decoded(listed: FolderImageSet, decoded: TensorImageSet) -> None:
+    """A class whose training files all failed to decode cannot be learned: the same error as an
+    empty class folder, with the first file's reason."""
+    lost = sorted(set(listed.labels.tolist()) - set(decoded.labels.tolist()))
+    if not lost:
+        return
+    cls = listed.classes[lost[0]]
+    mine = [f for f, y in zip(listed.files, listed.labels.tolist()) if y == lost[0]]
+    why = next((s for s in decoded.skipped if s.path in mine), None)
+    example = f" (e.g. {Path(why.path).name}: {why.reason})" if why else ""
+    raise CnnlabError(f"class folder {Path(mine[0]).parent} has no readable image: all {len(mine)} training "
+                      f"image(s) failed to decode{example}; replace those files or remove the folder")
 
 
 def load_15scene(split: str, data_root, *, size: int = 224, in_memory: bool | None = None) -> ImageSet:

@@ -151,7 +151,9 @@ def load_images(args, bundle) -> Images:
             raise CnnlabError(f"--limit {args.limit}: must be at least 1")
         bad = [i for i in idx if not 0 <= i < len(ds)]
         if bad:
-            raise CnnlabError(f"--indices: {bad[0]} is out of range for {name} ({len(ds)} images in split {args.split})")
+            flag = getattr(args, "indices_flag", "--indices")  # classviz: --init-index
+            raise CnnlabError(f"{flag}: {bad[0]} is out of range for {name} ({len(ds)} images in split {args.split}; "
+                              f"use 0..{len(ds) - 1})")
         sub = ds.subset(idx) if hasattr(ds, "subset") else ds.materialize().subset(idx)
         parts.append(Images(sub.images, sub.labels, [str(i) for i in idx], name))
     for f in args.images:
@@ -404,7 +406,7 @@ def _cmd_classviz(args) -> int:
         if args.init_image:
             args.images, args.dataset = [args.init_image], None
         else:
-            args.images, args.indices = [], str(args.init_index)
+            args.images, args.indices, args.indices_flag = [], str(args.init_index), "--init-index"
         data = load_images(args, bundle)
         init = data.images[:1].expand(len(classes), -1, -1, -1)
     iters = min(args.iterations, 5) if args.dry_run else args.iterations

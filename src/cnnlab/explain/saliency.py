@@ -99,7 +99,7 @@ def gradcam_layer(bundle: ModelBundle, layer: str | None = None) -> str:
     if layer in modules and layer:
         return layer
     # an alias or node name → the module whose output that node is (fire9 → features.12.cat → features.12)
-    node = resolve_layers(bundle.arch, bundle.model, [layer])[layer]
+    node = resolve_layers(bundle.arch, bundle.model, [layer], flag="--layer")[layer]
     module = output_module(bundle.model, node)
     if module is None:
         raise CnnlabError(f"--layer {layer!r} is the graph node {node!r}, not the output of a module; Grad-CAM "

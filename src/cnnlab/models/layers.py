@@ -127,9 +127,9 @@ def default_layer(arch: str) -> str:
     return DEFAULT_LAYER.get(family(arch), "penultimate")
 
 
-def resolve_layers(arch: str, model: nn.Module, names: list[str]) -> dict[str, str]:
+def resolve_layers(arch: str, model: nn.Module, names: list[str], flag: str = "--layers") -> dict[str, str]:
     """Requested names (aliases or node names) → {requested name: node name}. Unknown names are one
-    clear error listing the aliases and some node names."""
+    clear error (naming the option ``flag``) listing the aliases and some node names."""
     aliases = layer_aliases(arch, model)
     nodes = node_names(model)
     out = {}
@@ -141,6 +141,6 @@ def resolve_layers(arch: str, model: nn.Module, names: list[str]) -> dict[str, s
         else:
             sample = ", ".join(nodes[1:8] + ["…"] + nodes[-6:-1]) if len(nodes) > 14 else ", ".join(nodes[1:-1])
             raise CnnlabError(
-                f"--layers: {n!r} is not a layer of {arch}. Aliases: {', '.join(aliases)}. "
+                f"{flag}: {n!r} is not a layer of {arch}. Aliases: {', '.join(aliases)}. "
                 f"Node names ({len(nodes)}): {sample}. `cnnlab layers --arch {arch}` lists them all")
     return out

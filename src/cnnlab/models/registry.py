@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -146,10 +147,18 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CnnlabError(f"--weights {path}: file not found; give a .pth state dict, DEFAULT or NONE")
+    if path.stat().st_size == 0:
+        raise CnnlabError(f"--weights {path}: the file is empty (0 bytes); save a state dict with "
+                          "torch.save(model.state_dict(), path)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about pickle protocols: stderr keeps one clear line
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle errors, zip errors, unsafe globals: all mean "not a plain state dict"
-        msg = str(e).splitlines()[0][:200]
+        text = str(e)
+        if "WeightsUnpickler error:" in text:  # torch's advice (weights_only=False) is not ours to give
+            text = "the safe loader refused it: " + text.split("WeightsUnpickler error:", 1)[1].strip()
+        msg = (text.splitlines() or [""])[0][:200]  # some errors (EOFError) have no message
         raise CnnlabError(f"--weights {path}: not a loadable PyTorch state dict ({type(e).__name__}: {msg}); "
                           "save one with torch.save(model.state_dict(), path)") from None
     for key in ("state_dict", "model_state_dict", "model"):
