@@ -76,6 +76,42 @@ def test_cache_is_reused_and_leaves_no_partial_files(tmp_path):
     assert not [p for p in tmp_path.iterdir() if "tmp" in p.name]  # nothing half-written survives
 
 
+def _counting_transform(fail_at=None):
+    calls = []
+
+    def to_digits(x):  # one name for both runs: the input transform's name is part of the cache key
+        calls.append(len(x))
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt  # what Ctrl-C raises mid-extraction
+        return x
+
+    return to_digits, calls
+
+
+def test_interrupted_extraction_resumes_at_its_first_missing_chunk(tmp_path, monkeypatch):
+    from cnnlab.transfer import features
+
+    monkeypatch.setattr(features, "CHUNK_IMAGES", 8)  # 40 images, batches of 4 -> 5 chunks of 2 batches
+    b = build_model("digitnet", "NONE")
+    ds = _digits(40)
+    whole = extract_features(b, ds, ["fc1", "conv"], batch_size=4, use_cache=False, progress=None)
+    tf, calls = _counting_transform(fail_at=7)  # dies in the 4th chunk, after 3 complete ones
+    with pytest.raises(KeyboardInterrupt):
+        extract_features(b, ds, ["fc1", "conv"], batch_size=4, cache=tmp_path, input_transform=tf, progress=None)
+    assert not list(tmp_path.glob("*.npy"))  # no final cache file from an unfinished extraction
+    assert not list(tmp_path.rglob("*tmp*"))  # and no half-written part
+    tf, calls = _counting_transform()
+    again = extract_features(b, ds, ["fc1", "conv"], batch_size=4, cache=tmp_path, input_transform=tf, progress=None)
+    assert len(calls) == 4  # only chunks 4 and 5 were extracted again
+    for layer in ("fc1", "conv"):
+        np.testing.assert_allclose(again.arrays[layer], whole.arrays[layer], rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(again.labels, whole.labels)
+    assert not [p for p in tmp_path.iterdir() if p.is_dir()]  # the parts were merged and removed
+    tf, calls = _counting_transform()
+    extract_features(b, ds, ["fc1", "conv"], batch_size=4, cache=tmp_path, input_transform=tf, progress=None)
+    assert calls == []  # a complete cache is not touched again
+
+
 def test_sklearn_transformer_in_pipeline_and_gridsearch():
     ds = _digits(30)
     X = ds.images.numpy()

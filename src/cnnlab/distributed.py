@@ -7,7 +7,8 @@ Everything here is a no-op in a single process, so the rest of cnnlab calls it u
   result) does not depend on the number of processes;
 * ``attach_gradient_averaging`` makes every optimiser average gradients across ranks before it steps
   (what DDP does, but it also covers GAN and DANN steps that call several optimisers);
-* ``all_reduce_mean`` reduces metrics; ``is_main`` gates every write to the run folder.
+* ``all_reduce_mean`` reduces metrics; ``is_main`` gates every write to the run folder;
+* ``run_once`` computes a single-process stage (the SVM sweep) on rank 0 and shares its result.
 """
 
 from __future__ import annotations
@@ -91,3 +92,13 @@ def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
     out = dict(values)
     out.update({k: v / world_size() for k, v in zip(keys, t.tolist())})
     return out
+
+
+def run_once(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` computed on rank 0 only and its (picklable) result sent to every rank:
+    for single-process stages such as the SVM sweep, which the other ranks would only repeat."""
+    if not is_distributed():
+        return fn(*args, **kwargs)
+    box = [fn(*args, **kwargs) if is_main() else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]

@@ -5,9 +5,11 @@ nodes by name, and we insert a ``clone`` right after each requested node so that
 ReLU (VGG, SqueezeNet) cannot overwrite the value we return. 4-D feature maps are average-pooled
 over space (or flattened, on request); every vector is L2-normalised (``normalize=False`` keeps raw activations, for training a head).
 
-Raw (pooled, un-normalised) features stream batch by batch into a disk cache (``.npy`` memmaps, written then renamed) keyed by
-model, weights, layer, data and preprocessing, so a sweep over layers and C values extracts each
-image once and memory stays bounded on large folders.
+Raw (pooled, un-normalised) features go into a disk cache keyed by model, weights, layer, data and
+preprocessing, so a sweep over layers and C values extracts each image once. They are written in
+chunks of ``CHUNK_IMAGES`` (each written then renamed), so memory stays bounded on large folders, a
+killed extraction resumes at its first missing chunk, and under torchrun the ranks share the chunks;
+rank 0 merges them into one ``.npy`` per layer that any single process memory-maps.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,13 +27,17 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from cnnlab.data.imageset import ImageSet
+from cnnlab import distributed
+from cnnlab.data.imageset import ImageSet, Skipped
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import resolve_layers
 from cnnlab.models.registry import ModelBundle
+from cnnlab.progress import progress_bar
 from cnnlab.runs import atomic_write_text, cache_dir
 
 log = logging.getLogger("cnnlab")
+
+CHUNK_IMAGES = 512  # images per cache part: the unit of resuming and of sharding across ranks
 
 
 def make_extractor(model: nn.Module, nodes: list[str]) -> nn.Module:
@@ -102,6 +109,7 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
             if f.exists() and lf.exists():
                 arrays[name] = np.load(f, mmap_mode="r")
                 labels = np.load(lf)
+                _read_skipped({name: f}, dataset)
     missing = [n for n in nodes if n not in arrays]
     seconds = 0.0
     if missing:
@@ -119,23 +127,39 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
                     [n for n in nodes if n not in missing])
 
 
+def _chunks(n: int, batch_size: int) -> list[tuple[int, int]]:
+    """Fixed image ranges: the unit of sharding across ranks and of resuming a killed extraction."""
+    size = batch_size * max(1, CHUNK_IMAGES // batch_size)
+    return [(s, min(s + size, n)) for s in range(0, n, size)]
+
+
+def _save_atomic(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_suffix(".tmp.npy")
+    np.save(tmp, array)
+    os.replace(tmp, path)
+
+
 @torch.inference_mode()
 def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta, num_workers, progress, input_transform,
              out_files, labels_files):
-    dev = bundle.device
+    """Extract ``nodes`` chunk by chunk. With a cache (``out_files``), each finished chunk is saved in a
+    parts folder: a killed run resumes at the first missing chunk, and under torchrun each rank takes
+    every world_size-th chunk; rank 0 then merges the parts into one memmap-able ``.npy`` per layer."""
     extractor = make_extractor(bundle.model, sorted(set(nodes.values())))
-    n_max = len(dataset)
-    tmp: dict[str, Path] = {}
-    bufs: dict[str, np.ndarray] = {}
-    ys: list[np.ndarray] = []
-    row = 0
-    try:
-        for images, labels in dataset.batches(batch_size, num_workers=num_workers, progress=progress):
+    chunks = _chunks(len(dataset), batch_size)
+
+    def run_chunk(start: int, end: int, bar) -> tuple[dict[str, np.ndarray], np.ndarray, list]:
+        sub = dataset.subset(range(start, end))
+        sub.skipped = []  # only what this chunk finds
+        feats: dict[str, list[np.ndarray]] = {name: [] for name in nodes}
+        ys = []
+        for images, labels in sub.batches(batch_size, num_workers=num_workers):
+            bar.update(1)
             if len(images) == 0:
                 continue
             if input_transform is not None:
                 images = input_transform(images)
-            x = bundle.preprocess(images.to(dev, non_blocking=True))
+            x = bundle.preprocess(images.to(bundle.device, non_blocking=True))
             if tta == "flip":
                 x = torch.cat([x, x.flip(-1)])
             outs = extractor(x)
@@ -143,46 +167,91 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta
                 feat = pool_features(outs[node], spatial, normalize=False)
                 if tta == "flip":  # mean of the image's and its mirror's features
                     feat = 0.5 * (feat[:len(images)] + feat[len(images):])
-                feat = feat.cpu().numpy()
-                if name not in bufs:  # allocate once the feature size is known
-                    shape = (n_max, feat.shape[1])
-                    if out_files is not None:
-                        out_files[name].parent.mkdir(parents=True, exist_ok=True)
-                        tmp[name] = out_files[name].with_suffix(f".{os.getpid()}.tmp.npy")
-                        bufs[name] = np.lib.format.open_memmap(tmp[name], mode="w+", dtype=np.float32, shape=shape)
-                    else:
-                        bufs[name] = np.empty(shape, dtype=np.float32)
-                bufs[name][row:row + len(feat)] = feat
+                feats[name].append(feat.float().cpu().numpy())
             ys.append(labels.numpy())
-            row += len(images)
-        labels = np.concatenate(ys) if ys else np.zeros(0, dtype=np.int64)
-        result = {}
-        for name, buf in bufs.items():
-            if out_files is None:
-                result[name] = buf[:row]
-                continue
-            if row < n_max:  # some files failed to decode: keep only the rows written
-                final = np.lib.format.open_memmap(tmp[name].with_suffix(".trim.npy"), mode="w+", dtype=np.float32,
-                                                  shape=(row, buf.shape[1]))
-                for s in range(0, row, 4096):
-                    final[s:s + 4096] = buf[s:s + 4096]
-                final.flush()
-                del buf, final
-                os.replace(tmp[name].with_suffix(".trim.npy"), tmp[name])
-            else:
-                buf.flush()
-                del buf
-            np.save(labels_files[name].with_suffix(".tmp.npy"), labels)
-            os.replace(labels_files[name].with_suffix(".tmp.npy"), labels_files[name])
-            os.replace(tmp[name], out_files[name])  # features last: their presence means "complete"
-            result[name] = np.load(out_files[name], mmap_mode="r")
-        bufs.clear()
-        return result, labels
-    finally:
-        for p in tmp.values():  # interrupted or failed: no half-written cache file survives
-            for q in (p, p.with_suffix(".trim.npy")):
-                if q.exists():
-                    q.unlink()
+        cat = {n: np.concatenate(f) if f else np.zeros((0, 0), np.float32) for n, f in feats.items()}
+        return cat, (np.concatenate(ys) if ys else np.zeros(0, np.int64)), [(s.path, s.reason) for s in sub.skipped]
+
+    def batches_of(todo) -> int:
+        return sum(-(-(e - s) // batch_size) for s, e in todo)
+
+    if out_files is None:  # no cache: every rank extracts everything in memory
+        parts = []
+        with progress_bar(total=batches_of(chunks), desc=progress, disable=progress is None) as bar:
+            for s, e in chunks:
+                feats, ys, skipped = run_chunk(s, e, bar)
+                dataset.skipped.extend(Skipped(p, r) for p, r in skipped)
+                parts.append((feats, ys))
+        return _concat(parts, nodes), np.concatenate([ys for _, ys in parts]) if parts else np.zeros(0, np.int64)
+
+    folder = next(iter(out_files.values())).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = {name: out_files[name].name[:-len(".npy")] for name in nodes}
+    parts_dir = folder / ("parts-" + hashlib.sha1(",".join(sorted(keys.values())).encode()).hexdigest()[:16])
+    parts_dir.mkdir(exist_ok=True)
+    mine = chunks[distributed.rank()::distributed.world_size()]
+    todo = [(s, e) for s, e in mine if not (parts_dir / f"{s:09d}.json").exists()]
+    if len(todo) < len(mine):
+        log.info("resuming extraction: %d of %d chunks already done", len(mine) - len(todo), len(mine))
+    with progress_bar(total=batches_of(todo), desc=progress, disable=progress is None) as bar:
+        for s, e in todo:
+            feats, ys, skipped = run_chunk(s, e, bar)
+            for name in nodes:
+                _save_atomic(parts_dir / f"{s:09d}-{keys[name]}.npy", feats[name])
+            _save_atomic(parts_dir / f"{s:09d}.labels.npy", ys)
+            # the chunk's record comes last: its presence means the chunk is complete
+            atomic_write_text(parts_dir / f"{s:09d}.json", json.dumps({"rows": int(len(ys)), "skipped": skipped}))
+    distributed.barrier()
+    if distributed.is_main():
+        _merge(parts_dir, chunks, keys, out_files, labels_files)
+    distributed.barrier()
+    _read_skipped(out_files, dataset)
+    return {n: np.load(out_files[n], mmap_mode="r") for n in nodes}, np.load(next(iter(labels_files.values())))
+
+
+def _concat(parts, nodes) -> dict[str, np.ndarray]:
+    out = {}
+    for name in nodes:
+        arrays = [f[name] for f, _ in parts if len(f[name])]
+        out[name] = np.concatenate(arrays) if arrays else np.zeros((0, 0), np.float32)
+    return out
+
+
+def _merge(parts_dir: Path, chunks, keys: dict[str, str], out_files, labels_files) -> None:
+    """Parts → one ``.npy`` per layer, copied chunk by chunk (bounded memory), written then renamed."""
+    metas = [json.loads((parts_dir / f"{s:09d}.json").read_text()) for s, _ in chunks]
+    rows = sum(m["rows"] for m in metas)
+    labels = np.concatenate([np.load(parts_dir / f"{s:09d}.labels.npy") for s, _ in chunks]) if chunks else \
+        np.zeros(0, np.int64)
+    skipped = [item for m in metas for item in m["skipped"]]
+    for name, key in keys.items():
+        first = next((np.load(parts_dir / f"{s:09d}-{key}.npy", mmap_mode="r") for (s, _), m in zip(chunks, metas)
+                      if m["rows"]), None)
+        dim = first.shape[1] if first is not None else 0
+        tmp = out_files[name].with_suffix(".merge.tmp.npy")
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(rows, dim))
+        row = 0
+        for (s, _), m in zip(chunks, metas):
+            if m["rows"]:
+                out[row:row + m["rows"]] = np.load(parts_dir / f"{s:09d}-{key}.npy", mmap_mode="r")
+                row += m["rows"]
+        out.flush()
+        del out
+        _save_atomic(labels_files[name], labels)
+        atomic_write_text(out_files[name].with_suffix(".skipped.json"), json.dumps(skipped))
+        os.replace(tmp, out_files[name])  # features last: their presence means "complete"
+    shutil.rmtree(parts_dir, ignore_errors=True)
+
+
+def _read_skipped(out_files, dataset) -> None:
+    """Files that failed to decode during an extraction (this run's, another rank's or an earlier run's)."""
+    known = {s.path for s in dataset.skipped}
+    f = next(iter(out_files.values())).with_suffix(".skipped.json")
+    if f.exists():
+        for path, reason in json.loads(f.read_text()):
+            if path not in known:
+                dataset.skipped.append(Skipped(path, reason))
+                known.add(path)
 
 
 def feature_info(feats: Features) -> dict:

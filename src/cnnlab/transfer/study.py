@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cnnlab import distributed
 from cnnlab.data import load_dataset
 from cnnlab.data.imageset import ImageSet
 from cnnlab.errors import CnnlabError
@@ -108,8 +109,9 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
         run.write_table("skipped_files", skipped)
         log.warning("%d files skipped (see %s)", len(skipped), run.root / "skipped_files.csv")
 
-    study = svm_study(ftr.arrays, fte.arrays, ftr.labels, fte.labels, train.classes, layers=layers + cfg.combos,
-                      Cs=cfg.Cs, cv=cfg.cv, seed=cfg.seed)
+    # under torchrun the ranks shared the extraction; the SVM stage runs once, on rank 0
+    study = distributed.run_once(svm_study, ftr.arrays, fte.arrays, ftr.labels, fte.labels, train.classes,
+                                 layers=layers + cfg.combos, Cs=cfg.Cs, cv=cfg.cv, seed=cfg.seed)
     t_svm = sum(r["seconds"] for r in study.rows)
     run.write_table("svm_grid", study.rows)
     run.write_table("per_class", study.per_class)
@@ -130,8 +132,8 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
 
     if cfg.pca:
         names = study.layer.split("+")
-        rows = pca_study(combine(ftr.arrays, names), combine(fte.arrays, names), ftr.labels, fte.labels,
-                         C=study.C, seed=cfg.seed)
+        rows = distributed.run_once(pca_study, combine(ftr.arrays, names), combine(fte.arrays, names), ftr.labels,
+                                    fte.labels, C=study.C, seed=cfg.seed)
         run.write_table("pca", rows)
         results["pca"] = rows
 
@@ -183,8 +185,8 @@ def learning_curve(bundle: ModelBundle, cfg: TransferConfig, run: Run, per_class
     for k in per_class_values:
         sub = few_per_class(full, k, cfg.seed)
         ftr = extract_features(bundle, sub, [layer], input_transform=tf, progress=None)
-        s = svm_study(ftr.arrays, fte.arrays, ftr.labels, fte.labels, full.classes, layers=[layer], Cs=cfg.Cs,
-                      cv=min(cfg.cv, k), seed=cfg.seed)
+        s = distributed.run_once(svm_study, ftr.arrays, fte.arrays, ftr.labels, fte.labels, full.classes,
+                                 layers=[layer], Cs=cfg.Cs, cv=min(cfg.cv, k), seed=cfg.seed)
         rows.append({"method": f"pretrained features + SVM ({layer})", "per_class": k, "test_acc": s.test_acc})
         # the same number of optimisation steps whatever the subset size: small sets get more epochs
         epochs = max(scratch_epochs, -(-scratch_epochs * 32 * 10 // len(sub)))
