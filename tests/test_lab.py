@@ -24,3 +24,33 @@ def test_lab_part_a_dry_run_builds_a_report(tmp_path):
     (tmp_path / "report.html").unlink()
     build_report(tmp_path)
     assert Path(tmp_path / "report.html").exists()
+
+
+def test_lab_progress_scales_time_left_by_the_pace_so_far(monkeypatch):
+    import io
+    import logging
+
+    from cnnlab import lab_progress
+    from cnnlab.lab_progress import LabProgress
+
+    now = [0.0]
+    monkeypatch.setattr(lab_progress.time, "perf_counter", lambda: now[0])
+    monkeypatch.setitem(lab_progress.EXPECTED_SECONDS, "test", {"A": 10.0, "B": 30.0, "C": 60.0})
+    out = io.StringIO()
+    p = LabProgress(["A", "B", "C"], "test", every=5, stream=out)
+    p.skip_part("C")  # resumed: no longer counted
+    assert p.seconds_left() == 40.0 and p.fraction() == 0.0
+    p.start_part("A")
+    now[0] = 20.0
+    p.end_part("A", 20.0)  # twice as slow as expected
+    assert p.pace() == 2.0 and p.fraction() == 0.25
+    p.start_part("B")
+    assert p.seconds_left() == 60.0  # B's 30 s at this machine's pace
+    now[0] = 50.0
+    assert p.seconds_left() == 30.0
+    rec = logging.LogRecord("cnnlab", logging.INFO, __file__, 1, "DANN epoch 3/20", None, None)
+    p.emit(rec)
+    assert out.getvalue().splitlines()[-1] == "[lab 62% · Part B 0:30 · DANN epoch 3/20 · 0:50 elapsed · ~30 s left]"
+    now[0] = 52.0
+    p.emit(rec)  # throttled: at most one line every 5 s
+    assert len(out.getvalue().splitlines()) == 4

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError
+from cnnlab.lab_progress import LabProgress
 from cnnlab.report import Section, load_sections, save_sections, write_report
 from cnnlab.runs import Run, library_versions, resolve_device, write_json
 
@@ -70,28 +71,35 @@ def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
     run = Run.create(ctx.out, "lab", {k: v for k, v in vars(ctx).items() if k != "device"} | {"device": str(ctx.device)},
                      ctx.seed, resume=ctx.resume)
     timings = {}
+    todo = [(letter, folder, mod) for letter, folder, mod in LAB_PARTS if letter in parts]
+    mode = "dry" if ctx.dry_run else "quick" if ctx.quick else "full"
+    progress = LabProgress([letter for letter, _, _ in todo], mode)
+    logging.getLogger("cnnlab").addHandler(progress)  # every logged step of a part updates the progress line
     try:
-        todo = [(letter, folder, mod) for letter, folder, mod in LAB_PARTS if letter in parts]
         for i, (letter, folder, module) in enumerate(todo, 1):
             part_dir = ctx.out / folder
             done = part_dir / "sections.json"
             if ctx.resume and done.exists():
+                progress.skip_part(letter)
                 print(f"[{i}/{len(todo)}] Part {letter}: already done, kept ({done})")
                 continue
             mod = _load_part(module)
             if mod is None:
+                progress.skip_part(letter)
                 print(f"[{i}/{len(todo)}] Part {letter}: not available in this version, skipped")
                 continue
             print(f"[{i}/{len(todo)}] Part {letter}: running …", flush=True)
+            progress.start_part(letter)
             t0 = time.perf_counter()
             torch.manual_seed(ctx.seed)
             sections = mod.run_lab(ctx)
             timings[letter] = round(time.perf_counter() - t0, 1)
             save_sections(ctx.part_dir(folder), sections)
-            print(f"[{i}/{len(todo)}] Part {letter}: done in {timings[letter]:.0f} s", flush=True)
+            progress.end_part(letter, timings[letter])
         run.log_metrics(part_seconds={**run.metrics.get("part_seconds", {}), **timings})  # resumed parts keep theirs
         return build_report(ctx.out)
     finally:
+        logging.getLogger("cnnlab").removeHandler(progress)
         run.close()
 
 

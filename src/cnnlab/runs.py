@@ -179,6 +179,7 @@ class Run:
                 log.warning("resuming %s with a different config than it was started with", root)
         write_json(root / "config.json", cfg)
         run._attach_log()
+        log.info("%s: run folder %s", command, root)
         return run
 
     @classmethod

@@ -1,0 +1,99 @@
+"""Overall progress of ``cnnlab lab``: which part, what it is doing, time elapsed and time left.
+
+The parts need no special calls: every step of every part already logs to the ``cnnlab`` logger (a
+new run folder, a training epoch, a study), so a logging handler turns those records into progress
+lines. Time left comes from each part's expected duration in the chosen mode (measured by
+``benchmarks/bench_lab.py`` on a 2-core machine), scaled by how fast this machine has been so far.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+# Seconds per part on the 2-core reference machine (benchmarks/bench_lab.py), by mode.
+EXPECTED_SECONDS = {
+    "full": {"A": 150.0, "B": 200.0, "C": 250.0, "D": 250.0},
+    "quick": {"A": 40.0, "B": 40.0, "C": 40.0, "D": 40.0},
+    "dry": {"A": 10.0, "B": 10.0, "C": 10.0, "D": 10.0},
+}
+
+
+def _clock(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class LabProgress(logging.Handler):
+    """Prints ``[lab 42% · Part B 1:10 · <latest step> · 3:05 elapsed · ~4 min left]`` lines, at most
+    one every ``every`` seconds (and one at each part's start and end)."""
+
+    def __init__(self, parts: list[str], mode: str, every: float = 10.0, stream=None):
+        super().__init__(level=logging.INFO)
+        self.expected = {p: EXPECTED_SECONDS[mode].get(p, 60.0) for p in parts}
+        self.parts = list(parts)
+        self.every = every
+        self.stream = stream or sys.stdout
+        self.t0 = time.perf_counter()
+        self.done: dict[str, float] = {}  # part -> seconds it took
+        self.current: str | None = None
+        self.part_t0 = self.t0
+        self.last_print = 0.0
+
+    # --------------------------------------------------------------- estimates
+    def pace(self) -> float:
+        """Actual / expected time of the parts finished so far (1 before any)."""
+        exp = sum(self.expected[p] for p in self.done)
+        return sum(self.done.values()) / exp if exp else 1.0
+
+    def seconds_left(self) -> float:
+        pace = self.pace()
+        left = sum(self.expected[p] for p in self.parts if p not in self.done and p != self.current) * pace
+        if self.current is not None:
+            spent = time.perf_counter() - self.part_t0
+            left += max(self.expected[self.current] * pace - spent, 0.1 * self.expected[self.current] * pace)
+        return left
+
+    def fraction(self) -> float:
+        total = sum(self.expected.values())
+        done = sum(self.expected[p] for p in self.done)
+        if self.current is not None:
+            spent = time.perf_counter() - self.part_t0
+            done += min(spent / self.pace(), 0.95 * self.expected[self.current])
+        return done / total if total else 1.0
+
+    # --------------------------------------------------------------- events
+    def start_part(self, part: str) -> None:
+        self.current, self.part_t0 = part, time.perf_counter()
+        self._print("starting")
+
+    def end_part(self, part: str, seconds: float) -> None:
+        self.done[part] = seconds
+        self.current = None
+        self._print(f"Part {part} done in {_clock(seconds)}")
+
+    def skip_part(self, part: str) -> None:  # resumed or unavailable: no time left to spend on it
+        self.parts = [p for p in self.parts if p != part]
+        self.expected.pop(part, None)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.current is None or time.perf_counter() - self.last_print < self.every:
+            return
+        try:
+            self._print(record.getMessage())
+        except Exception:  # progress must never break the lab
+            self.handleError(record)
+
+    def line(self, what: str) -> str:
+        now = time.perf_counter()
+        where = f"Part {self.current} {_clock(now - self.part_t0)} · " if self.current else ""
+        what = what.splitlines()[0] if what else ""
+        what = what if len(what) <= 70 else what[:67] + "…"
+        left = self.seconds_left()
+        left_text = f"~{left / 60:.0f} min left" if left >= 90 else f"~{left:.0f} s left"
+        return f"[lab {100 * self.fraction():.0f}% · {where}{what} · {_clock(now - self.t0)} elapsed · {left_text}]"
+
+    def _print(self, what: str) -> None:
+        self.last_print = time.perf_counter()
+        print(self.line(what), file=self.stream, flush=True)
