@@ -146,3 +146,23 @@ def test_flip_tta_is_the_mean_of_image_and_mirror_features(tmp_path):
     m = extract_features(b, mirrored, ["fc1"], normalize=False, use_cache=False, progress=None).arrays["fc1"]
     t = extract_features(b, ds, ["fc1"], normalize=False, tta="flip", cache=tmp_path, progress=None).arrays["fc1"]
     np.testing.assert_allclose(t, (a + m) / 2, atol=1e-5)
+
+
+def test_svm_in_span_coordinates_gives_the_same_fits_as_on_the_full_features():
+    from cnnlab.transfer.classify import span_coordinates
+
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 3
+    X = rng.normal(size=(60, 400)) + y[:, None] * 0.15  # d ≫ n, as VGG16's layers on 15 Scene
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    Xte = rng.normal(size=(30, 400)) + (np.arange(30) % 3)[:, None] * 0.15
+    Ztr, Zte = span_coordinates(X, Xte)
+    assert Ztr.shape == (60, 60) and Zte.shape == (30, 60)
+    np.testing.assert_allclose(Ztr @ Ztr.T, X @ X.T, atol=1e-10)  # every inner product is kept
+    np.testing.assert_allclose(Zte @ Ztr.T, Xte @ X.T, atol=1e-10)
+    kw = dict(Cs=[0.01, 1, 100], cv=3, seed=0)
+    fast = svm_study({"x": X}, {"x": Xte}, y, np.arange(30) % 3, ["a", "b", "c"], **kw)
+    slow = svm_study({"x": X}, {"x": Xte}, y, np.arange(30) % 3, ["a", "b", "c"], project=False, **kw)
+    for a, b in zip(fast.rows, slow.rows):
+        assert (a["cv_acc"], a["test_acc"], a["dim"]) == (b["cv_acc"], b["test_acc"], b["dim"])
+    np.testing.assert_array_equal(fast.predictions, slow.predictions)

@@ -21,10 +21,23 @@ from sklearn.svm import LinearSVC
 DEFAULT_CS = (1e-3, 1e-2, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
-def linear_svc(C: float, seed: int = 0) -> LinearSVC:
+def linear_svc(C: float, seed: int = 0, dual: bool | str = "auto") -> LinearSVC:
     # The course's classifier: one-vs-rest LinearSVC. More iterations than sklearn's default: at
     # large C on normalised features the default 1000 often stops short.
-    return LinearSVC(C=C, max_iter=5000, random_state=seed)
+    return LinearSVC(C=C, max_iter=5000, random_state=seed, dual=dual)
+
+
+def span_coordinates(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact coordinates of train and test features in the span of the training rows (n ≤ d).
+
+    The dual SVM solver sees the data only through inner products, and its weight vector lies in
+    the span of the training rows (plus the intercept term, kept as liblinear's own extra feature).
+    With X_trᵀ = QR, the n-d coordinates X Q keep every inner product with a training row, so
+    every fit (on any subset of the rows: the CV folds) and every prediction is the same as on the
+    d-d features, at n/d of the cost per solver pass: 1500 vs 25088 for VGG16's pool5 on 15 Scene.
+    """
+    q, r = np.linalg.qr(np.asarray(Xtr, dtype=np.float64).T)  # d×n, n×n
+    return r.T, np.asarray(Xte, dtype=np.float64) @ q
 
 
 def combine(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
@@ -54,8 +67,12 @@ def _folds(y: np.ndarray, cv: int, seed: int) -> StratifiedKFold:
 
 
 def svm_study(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train, y_test, classes: list[str], *,
-              layers: list[str] | None = None, Cs=DEFAULT_CS, cv: int = 5, seed: int = 0, n_jobs: int = 1) -> SVMStudy:
-    """Sweep ``layers`` (names of ``train``/``test``, or ``a+b`` combinations) × ``Cs``."""
+              layers: list[str] | None = None, Cs=DEFAULT_CS, cv: int = 5, seed: int = 0, n_jobs: int = 1,
+              project: bool = True) -> SVMStudy:
+    """Sweep ``layers`` (names of ``train``/``test``, or ``a+b`` combinations) × ``Cs``.
+
+    ``project``: when a layer has more dimensions than training images, fit in the exact span
+    coordinates of the training rows (:func:`span_coordinates`; same results, less time)."""
     y_train, y_test = np.asarray(y_train), np.asarray(y_test)
     layers = layers or list(train)
     folds = _folds(y_train, cv, seed)
@@ -65,17 +82,24 @@ def svm_study(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train
         for layer in layers:
             names = layer.split("+")
             Xtr, Xte = combine(train, names), combine(test, names)
+            dim = int(Xtr.shape[1])
+            dual = len(Xtr) < dim  # what dual="auto" picks on the original features: keep it for the projection
+            t_proj = time.perf_counter()
+            if project and dim > 1.25 * len(Xtr):
+                Xtr, Xte = span_coordinates(Xtr, Xte)
+            t_proj = time.perf_counter() - t_proj  # charged to the layer's first C
             for C in Cs:
                 t0 = time.perf_counter()
-                cv_acc = float(cross_val_score(linear_svc(C, seed), Xtr, y_train, cv=folds, n_jobs=n_jobs).mean())
-                clf = linear_svc(C, seed).fit(Xtr, y_train)
-                test_acc = float((clf.predict(Xte) == y_test).mean())
-                rows.append({"layer": layer, "dim": int(Xtr.shape[1]), "C": C, "cv_acc": cv_acc, "test_acc": test_acc,
-                             "seconds": round(time.perf_counter() - t0, 3)})
+                cv_acc = float(cross_val_score(linear_svc(C, seed, dual), Xtr, y_train, cv=folds, n_jobs=n_jobs).mean())
+                clf = linear_svc(C, seed, dual).fit(Xtr, y_train)
+                pred = clf.predict(Xte)
+                test_acc = float((pred == y_test).mean())
+                rows.append({"layer": layer, "dim": dim, "C": C, "cv_acc": cv_acc, "test_acc": test_acc,
+                             "seconds": round(time.perf_counter() - t0 + t_proj, 3)})
+                t_proj = 0.0
                 if best is None or cv_acc > best[0] + 1e-12:
-                    best = (cv_acc, layer, C, clf, test_acc)
-    cv_acc, layer, C, clf, test_acc = best
-    pred = clf.predict(combine(test, layer.split("+")))
+                    best = (cv_acc, layer, C, pred, test_acc)
+    cv_acc, layer, C, pred, test_acc = best
     cm = confusion_matrix(y_test, pred, labels=list(range(len(classes))))
     per_class = [{"class": c, "n_test": int(cm[i].sum()),
                   "accuracy": float(cm[i, i] / cm[i].sum()) if cm[i].sum() else float("nan")}
