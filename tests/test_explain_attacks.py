@@ -144,3 +144,34 @@ def test_transfer_to_itself_is_one():
     rows = transfer_matrix({"A": (b, res)}, {"A": b})
     assert rows[0]["A"] == pytest.approx(1.0)
     assert rows[0]["n_fooled"] == int(res.success.sum())
+
+
+def test_pgd_all_steps_equals_a_plain_reference_loop_and_counts_first_successes():
+    """The lean in-place loop (early_stop=False) gives the adversarial images of a plain PGD loop written
+    out of place (torchattacks' recipe, per-channel ε/std), and its first-success steps are those of the
+    early-stop run; the model's parameters and their requires_grad come back untouched."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True), nn.Flatten(), nn.Linear(64, 5))
+    b = make_bundle(net, classes=5, mean=MEAN, std=STD)
+    imgs = torch.randint(0, 256, (16, 3, 4, 4), dtype=torch.uint8)
+    t = torch.arange(16) % 5
+    eps, alpha, steps = 0.1, 0.01, 15
+    kw = dict(eps=eps, alpha=alpha, steps=steps, targets=t)
+    res = pgd(b, imgs, early_stop=False, generator=torch.Generator().manual_seed(3), **kw)
+    es = pgd(b, imgs, early_stop=True, generator=torch.Generator().manual_seed(3), **kw)
+    # the reference: same random start, out of place, in normalised space
+    x0 = b.preprocess(imgs)
+    lo, hi = b.pixel_bounds
+    std = torch.tensor(STD).view(1, 3, 1, 1)
+    g = torch.Generator().manual_seed(3)
+    x = torch.maximum(torch.minimum(x0 + (torch.rand(x0.shape, generator=g) * 2 - 1) * eps / std, hi), lo)
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(-F.cross_entropy(net(x), t), x)
+        x = x.detach() + alpha / std * grad.sign()
+        x = torch.clamp(torch.minimum(torch.maximum(x, x0 - eps / std), x0 + eps / std), lo, hi)
+    torch.testing.assert_close(res.images, x, rtol=0, atol=1e-6)
+    assert torch.equal(res.success, net(x).argmax(1) == t)
+    both = res.success & es.success
+    assert both.any() and torch.equal(res.iterations[both], es.iterations[both])
+    assert all(p.requires_grad for p in net.parameters()) and all(p.grad is None for p in net.parameters())

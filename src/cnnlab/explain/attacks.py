@@ -58,49 +58,68 @@ class AttackResult:
 
 
 Objective = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (logits B×K, goal B) → scalar to ascend
-# (x, grad, rows of the batch being stepped, None = all) → next x; built per batch by an update_for(x0)
+# (x, grad, rows of the batch being stepped, None = all) → next x; built per batch by an update_for(x0).
+# It may work in place on x and on grad (both belong to the loop) and returns the next x.
 Update = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
 
 
 def iterate(model: nn.Module, x0: torch.Tensor, goal: torch.Tensor, *, targeted: bool, objective: Objective,
             update: Update, steps: int, early_stop: bool = True, start: torch.Tensor | None = None):
     """The shared attack loop on one batch. ``goal`` is the target class (targeted) or the class to
-    leave (untargeted). Returns (final x, success, iterations, final logits)."""
-    x = (x0 if start is None else start).detach().clone()
+    leave (untargeted). Returns (final x, success, iterations, final logits).
+
+    Per step: one forward, the gradient of the objective with respect to the input only
+    (``torch.autograd.grad``; :func:`untouched` froze the parameters), one update in place. The
+    only bookkeeping is the first step at which each image fooled the model (an argmax of the
+    logits already computed); with ``early_stop`` that also retires the image."""
+    x = (x0 if start is None else start).detach().clone()  # owned by the loop: stepped in place
     n = len(x)
     first = torch.full((n,), -1, dtype=torch.long, device=x.device)  # first step at which it fooled
-    logits_out = None
-    active = torch.ones(n, dtype=torch.bool, device=x.device)
-    for it in range(steps + 1):
-        idx = active.nonzero().squeeze(1)
-        if len(idx) == 0:
-            break
-        full, last = len(idx) == n, it == steps
-        xa = (x if full else x[idx]).detach().requires_grad_(not last)  # no gather while all still run
-        with torch.set_grad_enabled(not last):  # the last pass only decides success
-            logits = model(xa)
-        if logits_out is None:
-            logits_out = torch.empty(n, logits.shape[1], dtype=logits.dtype, device=x.device)
-        logits_out[idx] = logits.detach()
-        pred = logits.detach().argmax(1)
-        fooled = pred == goal[idx] if targeted else pred != goal[idx]
-        first[idx[fooled & (first[idx] < 0)]] = it
-        if last:
-            break
-        go = ~fooled if early_stop else torch.ones_like(fooled)
-        active[idx[~go]] = False
-        if not go.any():
-            break
-        (g,) = torch.autograd.grad(objective(logits, goal[idx]), xa)
-        if full and bool(go.all()):
-            x = update(xa.detach(), g, None)
-        else:
+    if not early_stop:  # every image takes every step: no gathers, no retirement
+        for it in range(steps):
+            x.requires_grad_(True)
+            logits = model(x)
+            pred = logits.detach().argmax(1)
+            first.masked_fill_(((pred == goal) if targeted else (pred != goal)) & (first < 0), it)
+            (g,) = torch.autograd.grad(objective(logits, goal), x)
+            x = update(x.requires_grad_(False), g, None)
+        with torch.no_grad():  # the last pass only decides success
+            logits_out = model(x)
+        pred = logits_out.argmax(1)
+        success = pred == goal if targeted else pred != goal
+        first.masked_fill_(success & (first < 0), steps)
+    else:
+        logits_out = None
+        idx = torch.arange(n, device=x.device)
+        for it in range(steps + 1):
+            full, last = len(idx) == n, it == steps
+            xa = x if full else x[idx]  # no gather while all still run
+            with torch.set_grad_enabled(not last):  # the last pass only decides success
+                logits = model(xa.requires_grad_(not last))
+            if logits_out is None:
+                logits_out = torch.empty(n, logits.shape[1], dtype=logits.dtype, device=x.device)
+            logits_out[idx] = logits.detach()
+            pred = logits.detach().argmax(1)
+            fooled = pred == goal[idx] if targeted else pred != goal[idx]
+            first[idx[fooled & (first[idx] < 0)]] = it
+            if last:
+                xa.requires_grad_(False)
+                break
+            (g,) = torch.autograd.grad(objective(logits, goal[idx]), xa)
+            xa.requires_grad_(False)
+            if not fooled.any():  # everyone steps
+                x = update(xa, g, None) if full else x.index_copy_(0, idx, update(xa, g, idx))
+                continue
+            go = ~fooled
             sel = idx[go]
-            x[sel] = update(x[sel], g[go], sel).detach()
-    pred = logits_out.argmax(1)
-    success = pred == goal if targeted else pred != goal
+            if len(sel) == 0:
+                break
+            x.index_copy_(0, sel, update(xa[go], g[go], sel))
+            idx = sel
+        pred = logits_out.argmax(1)
+        success = pred == goal if targeted else pred != goal
     iterations = torch.where(success & (first >= 0), first, torch.full_like(first, steps))
-    return x, success, iterations, logits_out
+    return x.detach(), success, iterations, logits_out
 
 
 def run_attack(bundle: ModelBundle, images: torch.Tensor, *, method: str, targets=None, labels=None,
@@ -157,9 +176,9 @@ def _linf_update(bundle: ModelBundle, eps: float, alpha: float):
         # to their intersection, computed once per batch
         low, high = torch.maximum(x0 - e, lo), torch.minimum(x0 + e, hi)
 
-        def update(x, g, rows):
+        def update(x, g, rows):  # in place: x += α·sign(g), clamped to the box
             l, h = (low, high) if rows is None else (low[rows], high[rows])
-            return torch.minimum(torch.maximum(x + a * g.sign(), l), h)
+            return x.addcmul_(g.sign_(), a).clamp_(l, h)
 
         return update
 

@@ -1,8 +1,8 @@
 """Running a classifier for input gradients without changing it.
 
-Every verb of :mod:`cnnlab.explain` goes through :func:`untouched`: the model is put in eval mode
-for the call and handed back exactly as it came (each module's train/eval flag, every parameter's
-``requires_grad``, no hook left behind). Gradients are taken with ``torch.autograd.grad`` with
+Every verb of :mod:`cnnlab.explain` goes through :func:`untouched`: the model is put in eval mode,
+its parameters frozen, for the call and handed back exactly as it came (each module's train/eval
+flag, every parameter's ``requires_grad``, no hook left behind). Gradients are taken with ``torch.autograd.grad`` with
 respect to the input only, so parameter ``.grad`` fields are never written.
 
 :func:`capture_output` records a named layer's output and lets the gradient reach it even when the
@@ -33,10 +33,14 @@ def hook_count(model: nn.Module) -> int:
 
 @contextlib.contextmanager
 def untouched(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode inside the block; train flags and ``requires_grad`` restored after it."""
+    """Eval mode and frozen parameters (``requires_grad`` False: gradients reach the input only, and
+    autograd records nothing for the weights) inside the block; train flags and ``requires_grad``
+    restored after it."""
     modes = [(m, m.training) for m in model.modules()]
     flags = [(p, p.requires_grad) for p in model.parameters()]
     model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
     try:
         yield model
     finally:
