@@ -45,6 +45,17 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     return path
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``folder`` (only a
+    SIGKILL or a power cut can leave one; nothing else writes into a run folder while it opens)."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        log.info("removed %d temporary file(s) of an interrupted run in %s", len(stale), folder)
+    return stale
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
@@ -170,6 +181,7 @@ class Run:
             probe.unlink()
         except OSError as e:
             raise CnnlabError(f"--out {root}: cannot write there ({e.strerror}); choose a writable folder") from None
+        remove_stale_temporaries(root)
         run = cls(root)
         cfg = {"command": command, "seed": seed, "config": to_jsonable(config),
                "argv": sys.argv, "versions": library_versions()}
