@@ -79,15 +79,45 @@ def _imagenet_setup(ctx) -> Setup | None:
     bundles = [build_model(a, w, mean=m, std=s, device=ctx.device) for a, w, m, s in nets[:2]]
     names = [f"{a}" + (f" ({Path(w).name})" if w not in ("DEFAULT", "NONE") else "") for a, w, _, _ in nets[:2]]
     ds = load_dataset("imagenet-val25", "test", data_root=ctx.data_root)
+    n = len(ds.images)
+    a = bundles[0]
+    # the course's examples, found by name (images in the npz's label map, targets in the model's classes);
+    # the indices of the course's file and of torchvision's ImageNet classes are the fallbacks
+    hay, quail, terrier = (_image_of(ds, nm, i) for nm, i in (("hay", 0), ("quail", 1), ("Border terrier", 3)))
+    stingray, gorilla, snail = (_class_of(a, nm, k) for nm, k in (("stingray", 6), ("gorilla", 366), ("snail", 113)))
+    course = [("tarantula", 76), ("tick", 78), ("Yorkshire terrier", 187), ("oboe", 683), ("gorilla", 366),
+              ("hourglass", 604), ("snail", 113)]
     n_cls = 7 if not (ctx.quick or ctx.dry_run) else (2 if ctx.quick else 1)
-    return Setup(kind="imagenet", a=bundles[0], a_name=names[0], b=bundles[1] if len(bundles) > 1 else None,
+    return Setup(kind="imagenet", a=a, a_name=names[0], b=bundles[1] if len(bundles) > 1 else None,
                  b_name=names[1] if len(names) > 1 else "", images=ds.images, labels=ds.labels,
-                 show=list(range(ctx.budget(5, 5, 2))), fool_pairs=[(1, 6), (3, 366), (0, 113)][:ctx.budget(3, 2, 1)],
-                 stats_images=list(range(ctx.budget(25, 10, 2))), targets_per_image=ctx.budget(3, 1, 1),
-                 classes=[76, 78, 187, 683, 366, 604, 113][:n_cls], sweep_class=76, init_pairs=[(0, 113)],
-                 eps=2 / 255, eps_l2=0.5,
+                 show=list(range(min(n, ctx.budget(5, 5, 2)))),
+                 fool_pairs=[(quail, stingray), (terrier, gorilla), (hay, snail)][:ctx.budget(3, 2, 1)],
+                 stats_images=list(range(min(n, ctx.budget(25, 10, 2)))), targets_per_image=ctx.budget(3, 1, 1),
+                 classes=[_class_of(a, nm, k) for nm, k in course][:n_cls], sweep_class=_class_of(a, "tarantula", 76),
+                 init_pairs=[(hay, snail)], eps=2 / 255, eps_l2=0.5,
                  notes=[] if len(bundles) > 1 else ["No second ImageNet network is available (no cached VGG16 or "
                                                     "SqueezeNet 1.1 weights), so B-Q4 and B-Q11 are skipped."])
+
+
+def _first_name(s: str) -> str:
+    return str(s).split(",")[0].strip().lower()
+
+
+def _image_of(ds, name: str, default: int) -> int:
+    """The first image whose label is called ``name`` (first synonym) in the npz's label map."""
+    classes = ds.classes or []
+    for i, y in enumerate(ds.labels.tolist()):
+        if 0 <= y < len(classes) and _first_name(classes[y]) == name.lower():
+            return i
+    return min(default, len(ds.labels) - 1)
+
+
+def _class_of(bundle: ModelBundle, name: str, default: int) -> int:
+    """The model's class called ``name`` (first synonym), else ``default``."""
+    for k, c in enumerate(bundle.categories or []):
+        if _first_name(c) == name.lower():
+            return k
+    return default
 
 
 def _digit_net(seed: int, quick_train: bool) -> ModelBundle:
