@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,8 +148,10 @@ def write_report(out_dir: str | os.PathLike, sections: list[Section], *, title: 
     sections = sorted(sections, key=lambda s: _qkey(s.qid))
 
     def fig_path(s: Section, p: str) -> str:
+        """The figure's URL relative to the report: '#', '%', '?' or spaces in a folder or file
+        name would otherwise cut the link (a browser reads '#…' as a fragment)."""
         full = Path(p) if Path(p).is_absolute() else Path(s.root or out_dir) / p
-        return os.path.relpath(full.resolve(), out_dir)
+        return urllib.parse.quote(Path(os.path.relpath(full.resolve(), out_dir)).as_posix())
 
     md = [f"# {title}", ""]
     if intro:
