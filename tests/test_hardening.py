@@ -339,3 +339,18 @@ def test_unwritable_output_folder_is_one_clear_error(tmp_path, capsys, command, 
     finally:
         if how == "read-only parent":
             (tmp_path / "ro").chmod(0o700)
+
+
+def test_a_killed_runs_temporary_files_are_removed_when_its_folder_is_reopened(tmp_path):
+    """Only SIGKILL (or a power cut) can interrupt an atomic write between its temporary file and the
+    rename; the next command on that run folder deletes such leftovers and keeps the real files."""
+    from cnnlab.runs import Run
+
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / ".last.pt.k2j3h4.tmp").write_bytes(b"half a checkpoint")
+    (out / ".metrics.json.x8y9.tmp").write_text('{"half": ')
+    (out / "checkpoints" / "last.pt").write_bytes(b"complete")
+    Run.create(out, "test", {}, seed=0, resume=True).close()
+    assert_no_partial_files(tmp_path)
+    assert (out / "checkpoints" / "last.pt").read_bytes() == b"complete"
