@@ -354,3 +354,13 @@ def test_a_killed_runs_temporary_files_are_removed_when_its_folder_is_reopened(t
     Run.create(out, "test", {}, seed=0, resume=True).close()
     assert_no_partial_files(tmp_path)
     assert (out / "checkpoints" / "last.pt").read_bytes() == b"complete"
+
+
+def test_run_files_get_the_usual_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600): the renamed file must be as readable as one written by open()."""
+    from cnnlab.runs import atomic_write_text
+
+    p = atomic_write_text(tmp_path / "report.html", "<html></html>")
+    with open(tmp_path / "plain.txt", "w") as f:
+        f.write("x")
+    assert p.stat().st_mode & 0o777 == (tmp_path / "plain.txt").stat().st_mode & 0o777

@@ -30,12 +30,17 @@ log = logging.getLogger("cnnlab")
 
 
 # --------------------------------------------------------------------------- atomic writes
+_UMASK = os.umask(0)  # read once (the only way to read it), restored at once
+os.umask(_UMASK)
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder, then rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        if hasattr(os, "fchmod"):  # mkstemp makes 0600 files: give the permissions open() would
+            os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
