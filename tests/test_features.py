@@ -166,3 +166,17 @@ def test_svm_in_span_coordinates_gives_the_same_fits_as_on_the_full_features():
     for a, b in zip(fast.rows, slow.rows):
         assert (a["cv_acc"], a["test_acc"], a["dim"]) == (b["cv_acc"], b["test_acc"], b["dim"])
     np.testing.assert_array_equal(fast.predictions, slow.predictions)
+
+
+def test_bf16_extraction_is_close_to_fp32_and_cached_apart(tmp_path):
+    b = build_model("digitnet", "NONE")
+    ds = _digits(16)
+    fp32 = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None)
+    bf16 = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None, precision="bf16")
+    assert bf16.cached_layers == []  # its own cache entry, not fp32's
+    a, c = np.asarray(fp32.arrays["fc1"]), np.asarray(bf16.arrays["fc1"])
+    assert not np.array_equal(a, c)
+    # unit vectors: bf16's 8-bit mantissa keeps each feature vector within a few 1e-3 of fp32's
+    assert np.abs(a - c).max() < 2e-2 and (a * c).sum(1).min() > 0.999
+    with pytest.raises(Exception, match="--precision"):
+        extract_features(b, ds, ["fc1"], use_cache=False, progress=None, precision="fp8")

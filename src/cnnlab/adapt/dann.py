@@ -15,7 +15,6 @@ and the epoch's weights are kept for selection and pseudo-labelling.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt import selection
 from cnnlab.data import index_batches
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import autocast as precision_autocast, use_bf16
 from cnnlab.runs import save_torch
 from cnnlab.train import TrainState, fit
 
@@ -83,9 +83,7 @@ class AdaptResult:
 
 
 def autocast(precision: str, device: torch.device):
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return precision_autocast(device, use_bf16(precision, device))
 
 
 def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, lambda_: float | None,

@@ -15,7 +15,6 @@ The run folder gets ``steps.csv`` (per step: D loss, G loss, mean D(x), mean D(G
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import shutil
@@ -31,6 +30,7 @@ from cnnlab.generate import figures
 from cnnlab.generate.judge import DIGIT_CLASSES, Judge, RealReference, judge_metrics, load_judge, real_reference
 from cnnlab.generate.networks import MODELS, build_gan, count_parameters
 from cnnlab.generate.steps import G_LOSSES, d_step, g_step
+from cnnlab.precision import autocast, memory_format, use_bf16  # noqa: F401 (use_bf16: imported from here by studies/lab)
 from cnnlab.runs import Run, resolve_device, write_csv
 
 log = logging.getLogger("cnnlab")
@@ -163,27 +163,6 @@ def _load_gan_data(dataset: str, *, size: int, data_root, download: bool, subset
 
 def to_gan_range(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)  # uint8 → [−1, 1], the range of G's Tanh
-
-
-# --------------------------------------------------------------------------- precision
-def use_bf16(precision: str, device: torch.device) -> bool:
-    if precision == "bf16":
-        return True
-    if precision == "auto" and device.type == "cpu":
-        try:  # CPUs with AVX512-BF16/AMX run bf16 convolutions about twice as fast as fp32
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
-    return False
-
-
-def memory_format(device: torch.device) -> torch.memory_format:
-    """NHWC (channels_last) on CPU and CUDA: oneDNN/cuDNN convolutions run ~1.3× faster than in NCHW."""
-    return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
-
-
-def autocast(device: torch.device, bf16: bool):
-    return torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------- sampling

@@ -32,6 +32,7 @@ from cnnlab.data.imageset import ImageSet, Skipped
 from cnnlab.errors import CnnlabError
 from cnnlab.models.layers import resolve_layers
 from cnnlab.models.registry import ModelBundle
+from cnnlab.precision import PRECISIONS, autocast, memory_format, use_bf16
 from cnnlab.progress import progress_bar
 from cnnlab.runs import atomic_write_text, cache_dir
 
@@ -78,28 +79,37 @@ class Features:
     cached_layers: list[str]
 
 
-def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str, tta: str) -> str:
-    desc = json.dumps({"arch": bundle.arch, "weights": bundle.weights_id, "node": node, "data": dataset.fingerprint,
-                       "size": bundle.input_size, "mean": bundle.mean, "std": bundle.std, "channels": bundle.in_channels,
-                       "spatial": spatial, "tta": tta, "v": 2}, sort_keys=True)
+def _cache_key(bundle: ModelBundle, node: str, dataset: ImageSet, spatial: str, tta: str, bf16: bool) -> str:
+    desc = {"arch": bundle.arch, "weights": bundle.weights_id, "node": node, "data": dataset.fingerprint,
+            "size": bundle.input_size, "mean": bundle.mean, "std": bundle.std, "channels": bundle.in_channels,
+            "spatial": spatial, "tta": tta, "v": 2}
+    if bf16:  # (fp32 keys are unchanged from before precision existed)
+        desc["precision"] = "bf16"
+    desc = json.dumps(desc, sort_keys=True)
     return hashlib.sha1(desc.encode()).hexdigest()[:20]
 
 
 def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], *, batch_size: int = 32,
                      spatial: str = "avg", use_cache: bool = True, cache: str | os.PathLike | None = None,
                      num_workers: int = 0, progress: str | None = "extracting features",
-                     input_transform=None, normalize: bool = True, tta: str = "none") -> Features:
+                     input_transform=None, normalize: bool = True, tta: str = "none",
+                     precision: str = "fp32") -> Features:
     """Features of ``dataset`` at ``layers`` (aliases or node names) in one pass per missing layer set.
 
     ``input_transform`` (optional) maps a uint8 batch to another uint8 batch before the model's
     preprocessing (e.g. 8×8 UCI digits → MNIST geometry); it is part of the cache key through its name.
+    ``precision``: fp32 (default), bf16 (autocast: 2–3× faster on CPUs with AMX, features within
+    ~0.5% relative) or auto (bf16 where the CPU has native bf16).
     """
     nodes = resolve_layers(bundle.arch, bundle.model, layers)
     folder = Path(cache) if cache else cache_dir("features")
     tname = getattr(input_transform, "__name__", "none") if input_transform else "none"
     if tta not in ("none", "flip"):
         raise CnnlabError(f"--tta {tta!r}: choose none or flip")
-    keys = {name: _cache_key(bundle, node, dataset, spatial, tta) + ("" if tname == "none" else "-" + tname)
+    if precision not in PRECISIONS:
+        raise CnnlabError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    bf16 = use_bf16(precision, bundle.device)
+    keys = {name: _cache_key(bundle, node, dataset, spatial, tta, bf16) + ("" if tname == "none" else "-" + tname)
             for name, node in nodes.items()}
     arrays: dict[str, np.ndarray] = {}
     labels = None
@@ -116,7 +126,7 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
         t0 = time.perf_counter()
         new, labels = _extract(bundle, dataset, {n: nodes[n] for n in missing}, batch_size=batch_size,
                                spatial=spatial, tta=tta, num_workers=num_workers, progress=progress,
-                               input_transform=input_transform,
+                               input_transform=input_transform, bf16=bf16,
                                out_files={n: folder / f"{keys[n]}.npy" for n in missing} if use_cache else None,
                                labels_files={n: folder / f"{keys[n]}.labels.npy" for n in missing} if use_cache else None)
         arrays.update(new)
@@ -141,10 +151,12 @@ def _save_atomic(path: Path, array: np.ndarray) -> None:
 
 @torch.inference_mode()
 def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta, num_workers, progress, input_transform,
-             out_files, labels_files):
+             out_files, labels_files, bf16=False):
     """Extract ``nodes`` chunk by chunk. With a cache (``out_files``), each finished chunk is saved in a
     parts folder: a killed run resumes at the first missing chunk, and under torchrun each rank takes
     every world_size-th chunk; rank 0 then merges the parts into one memmap-able ``.npy`` per layer."""
+    fmt = memory_format(bundle.device)
+    bundle.model.to(memory_format=fmt)  # NHWC: faster oneDNN/cuDNN convolutions, same values
     extractor = make_extractor(bundle.model, sorted(set(nodes.values())))
     chunks = _chunks(len(dataset), batch_size)
 
@@ -162,9 +174,10 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta
             x = bundle.preprocess(images.to(bundle.device, non_blocking=True))
             if tta == "flip":
                 x = torch.cat([x, x.flip(-1)])
-            outs = extractor(x)
+            with autocast(bundle.device, bf16):
+                outs = extractor(x.contiguous(memory_format=fmt) if x.dim() == 4 else x)
             for name, node in nodes.items():
-                feat = pool_features(outs[node], spatial, normalize=False)
+                feat = pool_features(outs[node].float(), spatial, normalize=False)
                 if tta == "flip":  # mean of the image's and its mirror's features
                     feat = 0.5 * (feat[:len(images)] + feat[len(images):])
                 feats[name].append(feat.float().cpu().numpy())

@@ -51,6 +51,7 @@ class TransferConfig:
     scratch_lr: float = 1e-3
     batch_size: int = 32
     tta: str = "none"  # "flip": average each image's features with its mirror image's
+    precision: str = "fp32"  # extraction: fp32, bf16 or auto (see cnnlab.precision)
     input_transform: str | None = None  # "digits_as_mnist" for 8×8 UCI digits into a 28×28 MNIST network
     data_root: str | None = None
     seed: int = 0
@@ -99,9 +100,9 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
         raise CnnlabError(f"dataset {cfg.dataset!r} has an empty train or test split")
     layers = cfg.layers or default_layers(cfg.arch, bundle.model)
     t0 = time.perf_counter()
-    ftr = extract_features(bundle, train, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta,
+    ftr = extract_features(bundle, train, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
                            progress="features (train)")
-    fte = extract_features(bundle, test, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta,
+    fte = extract_features(bundle, test, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
                            progress="features (test)")
     extract_s = time.perf_counter() - t0
     skipped = [{"file": s.path, "reason": s.reason} for s in list(train.skipped) + list(test.skipped)]
@@ -139,9 +140,9 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
 
     curves: dict[str, list[dict]] = {}
     if cfg.head_epochs:
-        raw_tr = extract_features(bundle, train, ["penultimate"], normalize=False, input_transform=tf, tta=cfg.tta,
+        raw_tr = extract_features(bundle, train, ["penultimate"], normalize=False, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
                                   progress=None)
-        raw_te = extract_features(bundle, test, ["penultimate"], normalize=False, input_transform=tf, tta=cfg.tta,
+        raw_te = extract_features(bundle, test, ["penultimate"], normalize=False, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
                                   progress=None)
         st = new_head(raw_tr.arrays["penultimate"], raw_tr.labels, raw_te.arrays["penultimate"], raw_te.labels,
                       len(train.classes), epochs=cfg.head_epochs, seed=cfg.seed)
