@@ -180,3 +180,17 @@ def test_bf16_extraction_is_close_to_fp32_and_cached_apart(tmp_path):
     assert np.abs(a - c).max() < 2e-2 and (a * c).sum(1).min() > 0.999
     with pytest.raises(Exception, match="--precision"):
         extract_features(b, ds, ["fc1"], use_cache=False, progress=None, precision="fp8")
+
+
+def test_temporaries_of_a_killed_merge_are_removed_by_the_next_extraction(tmp_path):
+    b = build_model("digitnet", "NONE")
+    ds = _digits(8)
+    first = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None)
+    key = next(tmp_path.glob("*.labels.npy")).name[:-len(".labels.npy")]
+    for f in list(tmp_path.iterdir()):
+        f.unlink()  # as if the merge had been killed before its renames, leaving only temporaries:
+    for name in (f"{key}.merge.tmp.npy", f"{key}.labels.tmp.npy", f".{key}.skipped.json.abc.tmp"):
+        (tmp_path / name).write_bytes(b"half")
+    again = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None)
+    np.testing.assert_array_equal(again.arrays["fc1"], first.arrays["fc1"])
+    assert not list(tmp_path.glob("*tmp*")) and not list(tmp_path.glob(".*tmp"))

@@ -202,6 +202,10 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta
     keys = {name: out_files[name].name[:-len(".npy")] for name in nodes}
     parts_dir = folder / ("parts-" + hashlib.sha1(",".join(sorted(keys.values())).encode()).hexdigest()[:16])
     parts_dir.mkdir(exist_ok=True)
+    if distributed.is_main():  # a merge killed mid-write (SIGKILL) left its temporaries: they are redone below
+        for key in keys.values():
+            for stale in list(folder.glob(f"{key}*.tmp.npy")) + list(folder.glob(f".{key}*.tmp")):
+                stale.unlink(missing_ok=True)
     mine = chunks[distributed.rank()::distributed.world_size()]
     todo = [(s, e) for s, e in mine if not (parts_dir / f"{s:09d}.json").exists()]
     if len(todo) < len(mine):
