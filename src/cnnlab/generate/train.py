@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from cnnlab import distributed
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
 from cnnlab.generate.judge import DIGIT_CLASSES, Judge, RealReference, judge_metrics, load_judge, real_reference
@@ -295,8 +296,11 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
         x_u8, y = batch
         real = to_gan_range(x_u8).to(device).contiguous(memory_format=fmt)  # B×C×size×size in [−1, 1]
         y = y.to(device) if cond else None
-        z = torch.randn(len(x_u8), cfg.nz, generator=st.generator).to(device)
-        y_fake = torch.randint(0, num_classes, (len(x_u8),), generator=st.generator).to(device) if cond else None
+        # the noise of the GLOBAL batch, then this rank's share: under torchrun every rank holds the same
+        # generator state, so drawing only len(x_u8) rows would give every rank the same z (a no-op alone)
+        z = distributed.shard(torch.randn(cfg.batch_size, cfg.nz, generator=st.generator)).to(device)
+        y_fake = distributed.shard(torch.randint(0, num_classes, (cfg.batch_size,), generator=st.generator)).to(device) \
+            if cond else None
         with autocast(device, bf16):
             fake = G(z, y_fake)  # one generated batch for both steps, as in the course
             out = d_step(D, opt_d, real, fake, y, y_fake)
