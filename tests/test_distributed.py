@@ -29,15 +29,16 @@ def _pre(x):
     return x.float() / 255
 
 
-def _worker(rank, world, port, out):
+def _worker(rank, world, port, out, epochs=3, ckpt=None, resume=False):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
     distributed.init_from_env()
     try:
         x, y = _data()
         m = _model()
-        st = train_classifier(m, x, y, preprocess=_pre, epochs=3, batch_size=16, seed=5, lr=1e-2)
-        if rank == 0:
+        st = train_classifier(m, x, y, preprocess=_pre, epochs=epochs, batch_size=16, seed=5, lr=1e-2,
+                              checkpoint=ckpt, resume=resume)
+        if rank == 0 and out:
             torch.save({"state": m.state_dict(), "history": st.history}, out)
     finally:
         dist.destroy_process_group()
@@ -135,21 +136,6 @@ def test_two_process_extraction_shares_chunks_writes_one_cache_and_runs_the_svm_
     assert not (tmp_path / "two").joinpath("rank1").exists()
 
 
-def _resume_worker(rank, world, port, ckpt, epochs, resume, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
-    torch.set_num_threads(1)
-    distributed.init_from_env()
-    try:
-        x, y = _data()
-        m = _model()
-        train_classifier(m, x, y, preprocess=_pre, epochs=epochs, batch_size=16, seed=5, lr=1e-2,
-                         checkpoint=ckpt, resume=resume)
-        if rank == 0 and out:
-            torch.save(m.state_dict(), out)
-    finally:
-        dist.destroy_process_group()
-
-
 @pytest.mark.slow
 def test_checkpoints_resume_under_another_world_size(tmp_path):
     x, y = _data()
@@ -157,13 +143,13 @@ def test_checkpoints_resume_under_another_world_size(tmp_path):
     train_classifier(reference, x, y, preprocess=_pre, epochs=4, batch_size=16, seed=5, lr=1e-2)
     # 2 processes for 2 epochs, then 1 process to epoch 3, then 2 processes again to epoch 4
     ckpt = str(tmp_path / "last.pt")
-    mp.spawn(_resume_worker, args=(2, _free_port(), ckpt, 2, False, ""), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), "", 2, ckpt, False), nprocs=2, join=True)
     m = _model()
     train_classifier(m, x, y, preprocess=_pre, epochs=3, batch_size=16, seed=5, lr=1e-2, checkpoint=ckpt, resume=True)
     out = str(tmp_path / "final.pt")
-    mp.spawn(_resume_worker, args=(2, _free_port(), ckpt, 4, True, out), nprocs=2, join=True)
+    mp.spawn(_worker, args=(2, _free_port(), out, 4, ckpt, True), nprocs=2, join=True)
     # the checkpoint holds the global batch order (generator state) and the optimiser state, which do
     # not depend on the world size; the tolerance is the float-summation one of the test above
-    final = torch.load(out, weights_only=True)
+    final = torch.load(out, weights_only=True)["state"]
     for k, v in reference.state_dict().items():
         torch.testing.assert_close(final[k], v, atol=1e-4, rtol=1e-4)
