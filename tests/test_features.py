@@ -171,7 +171,7 @@ def test_svm_in_span_coordinates_gives_the_same_fits_as_on_the_full_features():
 def test_bf16_extraction_is_close_to_fp32_and_cached_apart(tmp_path):
     b = build_model("digitnet", "NONE")
     ds = _digits(16)
-    fp32 = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None)
+    fp32 = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None, precision="fp32")
     bf16 = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None, precision="bf16")
     assert bf16.cached_layers == []  # its own cache entry, not fp32's
     a, c = np.asarray(fp32.arrays["fc1"]), np.asarray(bf16.arrays["fc1"])

@@ -22,7 +22,9 @@ G_LOSSES = ("non-saturating", "saturating")
 
 
 def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
-    return D.logits(x, y) if hasattr(D, "logits") else torch.logit(D(x, y), eps=1e-7)
+    # fp32 for the losses: under bf16 autocast a logit of 5 is only resolved to ±0.03
+    out = D.logits(x, y) if hasattr(D, "logits") else torch.logit(D(x, y).float(), eps=1e-7)
+    return out.float()
 
 
 def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,

@@ -93,13 +93,14 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
                      spatial: str = "avg", use_cache: bool = True, cache: str | os.PathLike | None = None,
                      num_workers: int = 0, progress: str | None = "extracting features",
                      input_transform=None, normalize: bool = True, tta: str = "none",
-                     precision: str = "fp32") -> Features:
+                     precision: str = "auto") -> Features:
     """Features of ``dataset`` at ``layers`` (aliases or node names) in one pass per missing layer set.
 
     ``input_transform`` (optional) maps a uint8 batch to another uint8 batch before the model's
     preprocessing (e.g. 8×8 UCI digits → MNIST geometry); it is part of the cache key through its name.
-    ``precision``: fp32 (default), bf16 (autocast: 2–3× faster on CPUs with AMX, features within
-    ~0.5% relative) or auto (bf16 where the CPU has native bf16).
+    ``precision``: auto (default: bf16 autocast where the CPU has native bf16, i.e. AVX512-BF16/AMX,
+    2–3× faster, features within a few 1e-3 of fp32's and the same SVM accuracy on 15 Scene;
+    fp32 elsewhere), fp32 or bf16.
     """
     nodes = resolve_layers(bundle.arch, bundle.model, layers)
     folder = Path(cache) if cache else cache_dir("features")

@@ -51,7 +51,7 @@ class TransferConfig:
     scratch_lr: float = 1e-3
     batch_size: int = 32
     tta: str = "none"  # "flip": average each image's features with its mirror image's
-    precision: str = "fp32"  # extraction: fp32, bf16 or auto (see cnnlab.precision)
+    precision: str = "auto"  # extraction: auto, fp32 or bf16 (see cnnlab.precision)
     input_transform: str | None = None  # "digits_as_mnist" for 8×8 UCI digits into a 28×28 MNIST network
     data_root: str | None = None
     seed: int = 0
