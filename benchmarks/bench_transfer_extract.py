@@ -14,7 +14,7 @@ Usage: python benchmarks/bench_transfer_extract.py [--images 48] [--large 4000] 
 from __future__ import annotations
 
 import argparse
-import resource
+import os
 import subprocess
 import sys
 import tempfile
@@ -187,12 +187,14 @@ def main() -> None:
             small = dict(dims=(25088,), Cs=(1.0, 100.0))
             sweep_raw = svm_sweep_seconds(n15, project=False, **small) / svm_sweep_seconds(n15, **small) \
                 if args.raw_sweep else float("nan")
-            one_extraction = (n15 + 2985) / ours_ips  # train + test, 3 layers in one pass
             print(f"3-layer (4096, 4096, 25088-d) x 7-C LinearSVC sweep with 5-fold CV on {n15} images: {sweep:.1f} s "
-                  f"(in span coordinates; on the raw 25088-d features, 2 Cs: {sweep_raw:.1f}x slower); one "
-                  f"extraction of 15 Scene (4485 images) at the rate above: {one_extraction:.0f} s; sweep + extraction = "
-                  f"{(sweep + one_extraction) / one_extraction:.2f}x one extraction (goal <= 1.2x; "
-                  f"the course's way: 3 extractions = 3.00x plus the sweep)")
+                  f"(in span coordinates, folds in {min(5, os.cpu_count() or 1)} threads; on the raw 25088-d features, "
+                  f"2 Cs: {sweep_raw:.1f}x slower)")
+            for label, ips in (("fp32", ours_ips), ("bf16", n_ours / t_bf16)):
+                one = (n15 + 2985) / ips  # one extraction of 15 Scene's train + test, 3 layers in one pass
+                print(f"  vs one {label} extraction of 15 Scene (4485 images, {one:.0f} s at the rate above): "
+                      f"extraction + sweep = {(sweep + one) / one:.2f}x one extraction (goal <= 1.2x; the course's "
+                      "way: 3 extractions = 3.00x plus the sweep)")
         if args.large:
             big = make_folder(Path(tmp) / "large", args.large, classes=10, size=(320, 240))
             print("peak RSS growth while extracting resnet18 layer4+pool (a fresh process each):")
