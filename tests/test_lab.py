@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import pytest
+
 from cnnlab.lab import LabContext, build_report, run_lab
 
 
@@ -54,3 +56,37 @@ def test_lab_progress_scales_time_left_by_the_pace_so_far(monkeypatch):
     now[0] = 52.0
     p.emit(rec)  # throttled: at most one line every 5 s
     assert len(out.getvalue().splitlines()) == 4
+
+
+@pytest.mark.slow
+def test_lab_part_a_runs_the_imagenet_study_with_a_user_weights_file(tmp_path, monkeypatch):
+    """`cnnlab lab --arch mobilenet_v2 --weights FILE --data-root DATA`: the course's 15 Scene study runs
+    next to the embedded one (random weights and a tiny synthetic 15 Scene stand in for the real ones)."""
+    import numpy as np
+    import torch
+    import torchvision
+    from PIL import Image
+
+    from cnnlab.cli import main
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))
+    weights = tmp_path / "mnv2.pth"
+    torch.save(torchvision.models.mobilenet_v2(weights=None).state_dict(), weights)
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for c in ("bedroom", "coast", "forest"):
+            d = tmp_path / "data" / "15scene" / split / c
+            d.mkdir(parents=True)
+            for i in range(5):
+                Image.fromarray(rng.integers(0, 255, (40, 50), dtype=np.uint8)).resize((250, 200)).save(d / f"{i}.jpg")
+    out = tmp_path / "lab"
+    assert main(["lab", "--parts", "A", "--dry-run", "--arch", "mobilenet_v2", "--weights", str(weights),
+                 "--mean", "0.5", "--std", "0.5", "--data-root", str(tmp_path / "data"), "--out", str(out)]) == 0
+    m = json.loads((out / "A-transfer" / "metrics.json").read_text())
+    real = m["imagenet_study"]
+    assert real["dataset"] == "15scene" and real["arch"] == "mobilenet_v2"
+    assert real["classes"] == ["bedroom", "coast", "forest"] and real["n_test"] == 15
+    assert 0 <= real["selected"]["test_acc"] <= 1
+    for fig in real["figures"].values():
+        assert Path(fig).is_file() or (out / "A-transfer" / fig).is_file()
+    assert "15scene" in (out / "report.md").read_text()
