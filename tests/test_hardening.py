@@ -146,15 +146,20 @@ TRANSFER_FAST = ["transfer", *DIGITNET, "--dry-run", "--no-pca", "--head-epochs"
 # --------------------------------------------------------------------------- bad image files
 
 
-@pytest.mark.parametrize("kind", list(BAD_FILES))
-def test_bad_file_in_a_class_folder_is_a_counted_skip(tmp_path, capsys, kind):
-    name, content, reason = BAD_FILES[kind]
+def _transfer_with_extra_file(tmp_path, capsys, class_name, name, content):
+    """A good image folder plus one extra file in ``class_name``, through `cnnlab transfer`: no traceback."""
     data = image_folder(tmp_path / "data")
-    (data / "a" / name).write_bytes(content())
+    (data / class_name / name).write_bytes(content)
     out = tmp_path / "run"
     rc, _, err = run_cli([*TRANSFER_FAST, "--dataset", f"imagefolder:{data}", "--out", out], capsys)
     assert rc == 0 and "Traceback" not in err, err
-    m = json.loads((out / "metrics.json").read_text())["transfer"]
+    return data, out, json.loads((out / "metrics.json").read_text())["transfer"]
+
+
+@pytest.mark.parametrize("kind", list(BAD_FILES))
+def test_bad_file_in_a_class_folder_is_a_counted_skip(tmp_path, capsys, kind):
+    name, content, reason = BAD_FILES[kind]
+    data, out, m = _transfer_with_extra_file(tmp_path, capsys, "a", name, content())
     assert m["skipped_files"] == 1
     with open(out / "skipped_files.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -179,12 +184,7 @@ def test_bad_image_file_given_by_name_is_one_clear_error(tmp_path, capsys, kind)
 @pytest.mark.parametrize("kind", list(ODD_BUT_VALID))
 def test_odd_but_valid_images_are_converted_not_skipped(tmp_path, capsys, kind):
     name, content = ODD_BUT_VALID[kind]
-    data = image_folder(tmp_path / "data")
-    (data / "b" / name).write_bytes(content())
-    out = tmp_path / "run"
-    rc, _, err = run_cli([*TRANSFER_FAST, "--dataset", f"imagefolder:{data}", "--out", out], capsys)
-    assert rc == 0 and "Traceback" not in err, err
-    m = json.loads((out / "metrics.json").read_text())["transfer"]
+    data, out, m = _transfer_with_extra_file(tmp_path, capsys, "b", name, content())
     assert m["skipped_files"] == 0 and m["n_train"] + m["n_test"] == 9
     # and by name, through a command that reads single files
     rc, _, err = run_cli(["explain", "saliency", *DIGITNET, data / "b" / name, "--out", tmp_path / "sal"], capsys)

@@ -20,7 +20,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.lab_progress import LabProgress
 from cnnlab.report import Section, load_sections, save_sections, write_report
-from cnnlab.runs import Run, library_versions, resolve_device, write_json
+from cnnlab.runs import Run, library_versions, resolve_device
 
 log = logging.getLogger("cnnlab")
 

@@ -17,7 +17,8 @@ import torch
 from cnnlab.generate.judge import load_judge, real_reference
 from cnnlab.generate.steps import generator_loss
 from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
-from cnnlab.generate.train import GANConfig, load_gan_data, use_bf16
+from cnnlab.generate.train import GANConfig, load_gan_data
+from cnnlab.precision import use_bf16
 from cnnlab.report import Section
 
 LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the lab's budget

@@ -17,7 +17,8 @@ import torch
 
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
-from cnnlab.generate.train import GANConfig, GANData, config_from, load_gan_data, sample, train_gan, use_bf16
+from cnnlab.generate.train import GANConfig, GANData, config_from, load_gan_data, sample, train_gan
+from cnnlab.precision import use_bf16
 from cnnlab.runs import Run, resolve_device
 
 log = logging.getLogger("cnnlab")

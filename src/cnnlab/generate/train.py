@@ -31,7 +31,7 @@ from cnnlab.generate import figures
 from cnnlab.generate.judge import DIGIT_CLASSES, Judge, RealReference, judge_metrics, load_judge, real_reference
 from cnnlab.generate.networks import MODELS, build_gan, count_parameters
 from cnnlab.generate.steps import G_LOSSES, d_step, g_step
-from cnnlab.precision import autocast, memory_format, use_bf16  # noqa: F401 (use_bf16: imported from here by studies/lab)
+from cnnlab.precision import autocast, memory_format, use_bf16
 from cnnlab.runs import Run, resolve_device, write_csv
 
 log = logging.getLogger("cnnlab")

@@ -12,10 +12,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
-
 from cnnlab.data import load_dataset
-from cnnlab.errors import CnnlabError
 from cnnlab.models import build_model
 from cnnlab.models.pretrained import digit_classifier
 from cnnlab.models.registry import weights_cached
@@ -23,7 +20,7 @@ from cnnlab.report import Section
 from cnnlab.runs import Run
 from cnnlab.transfer import figures
 from cnnlab.transfer.inspect import first_conv_maps, last_layer, parameter_table, top_k
-from cnnlab.transfer.study import TransferConfig, digits_as_mnist, learning_curve, run_transfer
+from cnnlab.transfer.study import TransferConfig, learning_curve, run_transfer
 
 log = logging.getLogger("cnnlab")
 
