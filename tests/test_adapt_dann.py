@@ -128,3 +128,21 @@ def test_nan_loss_stops_cleanly_with_a_message(tmp_path):
     with pytest.raises(TrainingDiverged, match="diverged"):
         train_adapt(tiny_domains(), _cfg(lr=LRSchedule("constant", 1e6), epochs=3), out=tmp_path)
     assert (tmp_path / "dann" / "checkpoint.pt").exists() or not list((tmp_path / "dann").glob("epoch*.pt"))
+
+
+def test_feature_extractor_is_the_course_order_conv_relu_pool():
+    """cnnlab pools before the ReLU (cheaper); the function and its gradients must be the course's."""
+    torch.manual_seed(0)
+    net = DANNNet()
+    f = net.features
+    course = torch.nn.Sequential(f[0], torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                 f[3], torch.nn.ReLU(), torch.nn.MaxPool2d(2), torch.nn.Flatten())
+    x = torch.randn(8, 3, 28, 28)
+    g = torch.randn(8, 2352)
+    ours = torch.autograd.grad(f(x), list(f.parameters()), g)
+    ref_out = course(x)
+    theirs = torch.autograd.grad(ref_out, list(f.parameters()), g)
+    assert torch.equal(f(x), ref_out)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert [type(m).__name__ for m in f][:3] == ["Conv2d", "MaxPool2d", "ReLU"]

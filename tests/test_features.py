@@ -194,3 +194,42 @@ def test_temporaries_of_a_killed_merge_are_removed_by_the_next_extraction(tmp_pa
     again = extract_features(b, ds, ["fc1"], cache=tmp_path, progress=None)
     np.testing.assert_array_equal(again.arrays["fc1"], first.arrays["fc1"])
     assert not list(tmp_path.glob("*tmp*")) and not list(tmp_path.glob(".*tmp"))
+
+
+def test_spp_pooling_is_the_whole_map_mean_then_the_quadrant_means():
+    from cnnlab.transfer.features import pool_features
+
+    t = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    v = pool_features(t, "spp", normalize=False)
+    assert v.shape == (2, 3 * 5)
+    np.testing.assert_allclose(v[:, :3], t.mean((2, 3)))
+    quadrants = t.reshape(2, 3, 2, 2, 2, 2).mean((3, 5))  # (B, C, row, col)
+    np.testing.assert_allclose(v[:, 3:], quadrants.flatten(1))
+    assert torch.allclose(pool_features(t, "spp").norm(dim=1), torch.ones(2))
+
+
+def test_flip_tta_lines_up_the_mirror_images_cells_under_spp():
+    """A flip-equivariant model (one 1×1 convolution): with the mirror image's map flipped back, flip TTA
+    changes nothing, quadrant by quadrant. Averaging unaligned maps would mix left and right."""
+    from cnnlab.models.registry import ModelBundle
+
+    torch.manual_seed(0)
+    conv = nn.Sequential(nn.Conv2d(1, 4, 1)).eval()
+    b = ModelBundle(conv, "conv1x1", "NONE", "NONE", (0.5,), (0.5,), 8, 1)
+    g = torch.Generator().manual_seed(1)
+    ds = TensorImageSet(torch.randint(0, 256, (5, 1, 8, 8), generator=g, dtype=torch.uint8), torch.arange(5) % 2,
+                        ["a", "b"], "spp-rand")
+    kw = dict(spatial="spp", normalize=False, use_cache=False, progress=None, precision="fp32")
+    plain = extract_features(b, ds, ["0"], **kw).arrays["0"]
+    tta = extract_features(b, ds, ["0"], tta="flip", **kw).arrays["0"]
+    np.testing.assert_allclose(tta, plain, atol=1e-5)
+    # channel 0's quadrants are columns 4-7 (row, col): its left (4, 6) and right (5, 7) halves do differ
+    assert not np.allclose(plain[:, [4, 6]], plain[:, [5, 7]], atol=1e-3)
+
+
+def test_unknown_spatial_mode_is_one_clear_error(tmp_path):
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="--spatial 'max'.*avg, spp, flatten"):
+        extract_features(build_model("digitnet", "NONE"), _digits(4), ["fc1"], spatial="max", cache=tmp_path,
+                         progress=None)

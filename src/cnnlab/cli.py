@@ -19,6 +19,17 @@ PART_CLIS = ("cnnlab.lab", "cnnlab.transfer.cli", "cnnlab.explain.cli", "cnnlab.
              "cnnlab.info")
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" only where the help does not already say its default and X is not empty."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        empty = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        if "default" in text or empty or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
 def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
     """Flags every command shares."""
     g = p.add_argument_group("common")
@@ -61,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 1
+        from cnnlab.allocator import retain_freed_memory
         from cnnlab.distributed import init_from_env
 
+        retain_freed_memory()  # training loops re-allocate the same activations every step
         try:
             init_from_env()  # under torchrun: join the process group (no-op otherwise)
             result = args.func(args)

@@ -8,7 +8,6 @@ folders. With ``--resume``, parts that already finished are not redone.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import logging
 import time
@@ -150,10 +149,10 @@ def _cmd_report(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from cnnlab.cli import add_common
+    from cnnlab.cli import HelpFormatter, add_common
 
     p = sub.add_parser("lab", help="run the whole practical and write report.html + report.md",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     add_common(p, out_default="runs/lab")
     p.add_argument("--quick", action="store_true", help="smaller budgets (a few minutes in all)")
     p.add_argument("--parts", default="ABCD", help="which parts to run, e.g. AB")

@@ -139,11 +139,11 @@ def _cmd_mnistm(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from cnnlab.cli import add_common
+    from cnnlab.cli import HelpFormatter, add_common
 
     p = sub.add_parser("adapt", help="Part C: source-only, DANN and target-only (oracle) MNIST → MNIST-M, "
                                      "label-free model selection, pseudo-labelling, studies",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     add_common(p, out_default="runs/adapt")
     _domain_args(p)
     t = p.add_argument_group("training (course defaults)")
@@ -167,7 +167,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_adapt)
 
     m = sub.add_parser("mnistm", help="build MNIST-M (seeded, cached) from digits and photographs",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     add_common(m, out_default="runs/mnistm")
     m.add_argument("--source", default=None, help="digits (default: mnist with --data-root, else mnist-embedded)")
     m.add_argument("--photos", default="auto", help="auto, bsds500, embedded, or a folder of photographs")

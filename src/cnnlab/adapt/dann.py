@@ -111,9 +111,10 @@ def class_loss(net: DANNNet, x: torch.Tensor, y: torch.Tensor, precision: str = 
 
 # --------------------------------------------------------------------------- evaluation
 @torch.no_grad()
-def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int = 1000,
-                        precision: str = "fp32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """uint8 images → (2352-d features, class logits, domain logits), float32 on CPU."""
+def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int = 1000, precision: str = "fp32",
+                        keep_features: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """uint8 images → (2352-d features or None when not ``keep_features``, class logits, domain logits),
+    float32 on CPU."""
     dev = next(net.parameters()).device
     fs, ls, ds = [], [], []
     for s in range(0, len(images), batch_size):
@@ -122,8 +123,9 @@ def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int =
             f = net.features(x)
             ls.append(net.classifier(f).float().cpu())
             ds.append(net.domain_logits(f, None).float().cpu())
-        fs.append(f.float().cpu())
-    return torch.cat(fs), torch.cat(ls), torch.cat(ds)
+        if keep_features:  # 2352 floats an image: only copied out where they are used
+            fs.append(f.float().cpu())
+    return (torch.cat(fs) if keep_features else None), torch.cat(ls), torch.cat(ds)
 
 
 class Evaluator:
@@ -142,8 +144,8 @@ class Evaluator:
     def __call__(self, net: DANNNet) -> dict[str, float]:
         d, p = self.d, self.precision
         f_val, l_val, _ = features_and_logits(net, d.source_val.images, precision=p)
-        _, l_st, dl_st = features_and_logits(net, d.source_test.images, precision=p)
-        _, l_tt, dl_tt = features_and_logits(net, d.target_test.images, precision=p)
+        _, l_st, dl_st = features_and_logits(net, d.source_test.images, precision=p, keep_features=False)
+        _, l_tt, dl_tt = features_and_logits(net, d.target_test.images, precision=p, keep_features=False)
         f_s, _, _ = features_and_logits(net, self.dev_source, precision=p)
         f_t, l_t, _ = features_and_logits(net, self.dev_target, precision=p)
         row = {
@@ -173,7 +175,9 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the network's initialisation
     net = DANNNet(num_classes=len(domains.classes)).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum)
+    # fused: one kernel for all parameters instead of a loop of small ops (~10% of a CPU step)
+    opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum,
+                          fused=device.type in ("cpu", "cuda"))
     g = torch.Generator().manual_seed(config.seed)
     state = TrainState({"net": net}, {"opt": opt}, generator=g)
 

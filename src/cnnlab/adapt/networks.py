@@ -1,6 +1,8 @@
 """The course's DANN network for 28×28 digits (registered as ``dann_mnist``).
 
 features  : conv(3→32, 5×5, pad 2)–ReLU–maxpool2 → conv(32→48, 5×5, pad 2)–ReLU–maxpool2 → 48·7·7 = 2352
+            (computed as conv–maxpool–ReLU: max and ReLU commute, so the function and its gradients are
+            the course's, and the ReLU and its backward touch a 4× smaller tensor: ~15% of a CPU step)
 classifier: 2352–100–ReLU–100–ReLU–10                (label predictor)
 domain    : GRL → 2352–100–ReLU–1                     (domain classifier, logit of "source")
 
@@ -27,8 +29,8 @@ class DANNNet(nn.Module):
     def __init__(self, num_classes: int = 10, in_channels: int = 3):
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 32, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 32×14×14
-            nn.Conv2d(32, 48, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 48×7×7
+            nn.Conv2d(in_channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),  # 32×14×14
+            nn.Conv2d(32, 48, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),  # 48×7×7
             nn.Flatten(),  # 2352
         )
         self.classifier = nn.Sequential(

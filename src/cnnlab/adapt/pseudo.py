@@ -93,7 +93,7 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
             continue
         net.eval()
         with torch.no_grad():
-            _, logits, _ = features_and_logits(net, t_img, precision=config.precision)
+            _, logits, _ = features_and_logits(net, t_img, precision=config.precision, keep_features=False)
         idx, pl = select_pseudo_labels(logits, threshold=config.threshold, class_balance=config.class_balance,
                                        cap_fraction=r / config.rounds)
         if len(idx) < b:
@@ -101,7 +101,8 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
             break
         pl_acc = (pl == domains.target_train.labels[idx]).float().mean().item()  # oracle: report only
         x_pl = t_img[idx]
-        opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum)
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
+                              fused=device.type in ("cpu", "cuda"))
         state = TrainState({"net": net}, {"opt": opt}, generator=torch.Generator().manual_seed(config.seed + r))
 
         def batches(st: TrainState):

@@ -157,7 +157,6 @@ def _every_class_decoded(listed: FolderImageSet, decoded: TensorImageSet) -> Non
     lost = sorted(set(listed.labels.tolist()) - set(decoded.labels.tolist()))
     if not lost:
         return
-    cls = listed.classes[lost[0]]
     mine = [f for f, y in zip(listed.files, listed.labels.tolist()) if y == lost[0]]
     why = next((s for s in decoded.skipped if s.path in mine), None)
     example = f" (e.g. {Path(why.path).name}: {why.reason})" if why else ""

@@ -52,7 +52,7 @@ def _cmd_transfer(args) -> int:
                          head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
                          scratch_epochs=args.scratch_epochs, batch_size=args.batch_size,
                          input_transform=args.input_transform, data_root=args.data_root, seed=args.seed,
-                         tta=args.tta, precision=args.precision)
+                         tta=args.tta, spatial=args.spatial, precision=args.precision)
     if args.dry_run:  # tiny and fast: few images, one C, a couple of epochs
         cfg.per_class, cfg.Cs, cfg.cv = min(cfg.per_class or 4, 4), cfg.Cs[:1], 2
         cfg.head_epochs, cfg.finetune_epochs, cfg.scratch_epochs = min(cfg.head_epochs, 2), min(cfg.finetune_epochs, 1), min(cfg.scratch_epochs, 1)
@@ -121,11 +121,11 @@ def _cmd_inspect(args) -> int:
 
 
 def add_commands(sub) -> None:
-    from cnnlab.cli import add_common
+    from cnnlab.cli import HelpFormatter, add_common
 
     p = sub.add_parser("transfer", help="Part A: CNN features + LinearSVC (layer and C chosen by CV), PCA, "
                                         "new head / fine-tuning / from scratch",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     _model_args(p, "vgg16")
     p.add_argument("--dataset", default="15scene", help="15scene, digits, mnist-embedded, imagefolder:PATH, …")
     p.add_argument("--layers", default=None, help="comma-separated layer aliases or node names (default: the model's)")
@@ -139,6 +139,9 @@ def add_commands(sub) -> None:
     p.add_argument("--scratch-epochs", type=int, default=0, help="same network from scratch (0: skip)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--tta", default="none", choices=["none", "flip"], help="flip: average features with the mirror image's")
+    p.add_argument("--spatial", default="avg", choices=["avg", "spp", "flatten"],
+                   help="feature map -> vector: avg (mean over space), spp (mean over the whole map and over its "
+                        "2x2 quadrants, 5x the channels: layout matters for scenes), flatten")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="extraction precision; auto (default): bf16 autocast on CPUs with native bf16 (2-3x faster, "
                         "same SVM accuracy), else fp32; fp32: bit-exact features on every CPU")
@@ -147,7 +150,7 @@ def add_commands(sub) -> None:
     p.set_defaults(func=_cmd_transfer)
 
     q = sub.add_parser("inspect", help="A-Q1..Q4: parameter table, last layer, top-k on your images, conv1 maps",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     _model_args(q, "vgg16")
     q.add_argument("--images", nargs="*", help="image files or folders to classify")
     q.add_argument("-k", type=int, default=5, help="top-k")

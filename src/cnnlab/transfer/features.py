@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from cnnlab import distributed
 from cnnlab.data.imageset import ImageSet, Skipped
@@ -60,10 +61,20 @@ def make_extractor(model: nn.Module, nodes: list[str]) -> nn.Module:
     return gm.eval()
 
 
+SPATIAL = ("avg", "spp", "flatten")
+
+
 def pool_features(t: torch.Tensor, spatial: str = "avg", normalize: bool = True) -> torch.Tensor:
-    """B×C×H×W → B×C (``avg``) or B×CHW (``flatten``); 2-D stays; then L2-normalise rows."""
+    """B×C×H×W → B×C (``avg``), B×5C (``spp``: the mean over the whole map, then over each of its 2×2
+    quadrants: where things are, not only what, which helps scenes) or B×CHW (``flatten``); 2-D stays;
+    then L2-normalise rows."""
     if t.dim() > 2:
-        t = t.flatten(2).mean(-1) if spatial == "avg" else t.flatten(1)
+        if spatial == "avg":
+            t = t.flatten(2).mean(-1)
+        elif spatial == "spp":
+            t = torch.cat([t.flatten(2).mean(-1), F.adaptive_avg_pool2d(t, 2).flatten(1)], 1)
+        else:
+            t = t.flatten(1)
     t = t.float()
     return t / t.norm(dim=1, keepdim=True).clamp_min(1e-12) if normalize else t
 
@@ -107,6 +118,8 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     tname = getattr(input_transform, "__name__", "none") if input_transform else "none"
     if tta not in ("none", "flip"):
         raise CnnlabError(f"--tta {tta!r}: choose none or flip")
+    if spatial not in SPATIAL:
+        raise CnnlabError(f"--spatial {spatial!r}: choose one of {', '.join(SPATIAL)}")
     if precision not in PRECISIONS:
         raise CnnlabError(f"--precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
     bf16 = use_bf16(precision, bundle.device)
@@ -178,7 +191,10 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta
             with autocast(bundle.device, bf16):
                 outs = extractor(x.contiguous(memory_format=fmt) if x.dim() == 4 else x)
             for name, node in nodes.items():
-                feat = pool_features(outs[node].float(), spatial, normalize=False)
+                out = outs[node].float()
+                if tta == "flip" and out.dim() == 4:  # mirror the mirror image's map back, so cells line up
+                    out = torch.cat([out[:len(images)], out[len(images):].flip(-1)])
+                feat = pool_features(out, spatial, normalize=False)
                 if tta == "flip":  # mean of the image's and its mirror's features
                     feat = 0.5 * (feat[:len(images)] + feat[len(images):])
                 feats[name].append(feat.float().cpu().numpy())
