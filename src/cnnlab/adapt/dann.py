@@ -28,7 +28,7 @@ from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt import selection
 from cnnlab.data import index_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.precision import autocast as precision_autocast, use_bf16
+from cnnlab.precision import PRECISIONS, autocast as precision_autocast, use_bf16
 from cnnlab.runs import save_torch
 from cnnlab.train import TrainState, fit
 
@@ -49,14 +49,14 @@ class AdaptConfig:
     lambda_schedule: LambdaSchedule = field(default_factory=LambdaSchedule)
     momentum: float = 0.9
     seed: int = 0
-    precision: str = "fp32"  # or "bf16" (autocast; much faster on CPUs with AMX/AVX512-BF16 and on GPUs)
+    precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; fp32; bf16
     dev_samples: int = 2000  # target/source-train images for the DEV domain discriminator
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise CnnlabError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise CnnlabError(f"--precision {self.precision!r}: choose fp32 or bf16")
+        if self.precision not in PRECISIONS:
+            raise CnnlabError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.epochs < 1 or self.batch_size < 1:
             raise CnnlabError(f"epochs ({self.epochs}) and batch size ({self.batch_size}) must be at least 1")
 

@@ -29,8 +29,10 @@ def domain_samples_figure(source: torch.Tensor, target: torch.Tensor, *, n: int 
             if i < len(imgs):
                 im = imgs[i].permute(1, 2, 0).numpy()
                 ax.imshow(im[..., 0] if im.shape[2] == 1 else im, cmap="gray" if im.shape[2] == 1 else None)
-        axes[row, 0].set_title(title, fontsize=8, loc="left")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.9), h_pad=2.2)
+    for row, title in enumerate(titles):  # figure text: a long domain name may run past its row's first image
+        box = axes[row, 0].get_position()
+        fig.text(box.x0, box.y1 + 0.015, title, fontsize=8, va="bottom")
     return fig
 
 

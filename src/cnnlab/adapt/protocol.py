@@ -13,6 +13,7 @@ from cnnlab.adapt.dann import METHOD_LABELS, AdaptConfig, AdaptResult, course_co
 from cnnlab.adapt.domains import DomainPair
 from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
 from cnnlab.adapt.pseudo import PseudoConfig, self_train
+from cnnlab.errors import CnnlabError
 from cnnlab.runs import Run
 
 log = logging.getLogger("cnnlab")
@@ -28,7 +29,7 @@ class ProtocolConfig:
     dann_batch: int = 64  # per domain
     lr: LRSchedule = field(default_factory=LRSchedule)
     lambda_schedule: LambdaSchedule = field(default_factory=LambdaSchedule)
-    precision: str = "fp32"
+    precision: str = "auto"  # see AdaptConfig
     methods: tuple[str, ...] = ("source_only", "dann", "target_only")
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     pseudo_from: tuple[str, ...] = ("dann",)  # start self-training from these models' label-free picks
@@ -57,9 +58,23 @@ def summary_row(name: str, history: list[dict], *, unit: str = "epoch") -> dict:
     return row
 
 
+def check_batches(cfg: ProtocolConfig, domains: DomainPair) -> None:
+    """Fail before anything is trained when a batch is larger than the training set it is drawn from."""
+    n_s, n_t = len(domains.source_train), len(domains.target_train)
+    need = {"source_only": ("--batch-size", cfg.source_batch, n_s, "source"),
+            "target_only": ("--batch-size", cfg.source_batch, n_t, "target"),
+            "dann": ("--dann-batch-size", cfg.dann_batch, min(n_s, n_t), "smaller")}
+    for m in cfg.methods:
+        flag, b, n, which = need[m]
+        if b > n:
+            raise CnnlabError(f"{flag} {b} is larger than the {which} training set ({n} images), from which "
+                              f"{METHOD_LABELS[m]} draws its batches; lower it, e.g. {flag} {max(1, n // 4)}")
+
+
 def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: torch.device | str = "cpu",
                  resume: bool = False) -> dict:
     """Train the protocol's models into ``run``; returns {results, rounds, summary rows}."""
+    check_batches(cfg, domains)
     results: dict[str, AdaptResult] = {}
     for method in cfg.methods:
         log.info("training %s", METHOD_LABELS[method])

@@ -42,7 +42,7 @@ class PseudoConfig:
     lr: float = 0.01 / 11 ** 0.75  # the course schedule's last learning rate
     momentum: float = 0.9
     seed: int = 0
-    precision: str = "fp32"
+    precision: str = "auto"  # see AdaptConfig
 
     def __post_init__(self):
         if not 0.0 <= self.threshold < 1.0:
