@@ -254,3 +254,57 @@ def test_svm_sweep_matches_sklearns_cross_val_score_and_refit():
         assert row["cv_acc"] == pytest.approx(cross_val_score(linear_svc(C, 0, dual), X, y, cv=folds).mean(), abs=1e-12)
         assert row["test_acc"] == pytest.approx((linear_svc(C, 0, dual).fit(X, y).predict(Xte) == yte).mean(), abs=1e-12)
     assert len({r["cv_acc"] for r in study.rows}) > 1  # the Cs do differ: the comparison is not vacuous
+
+
+def test_compile_failure_warns_once_and_extracts_eagerly(monkeypatch, caplog):
+    """No C++ compiler (or an op inductor cannot take): one warning, then the eager features."""
+    import cnnlab.transfer.features as feats_mod
+
+    def broken_compile(fn, **_kw):
+        def call(*_a, **_k):
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(feats_mod.torch, "compile", broken_compile)
+    b = build_model("digitnet", "NONE")
+    ds = _digits(10)
+    kw = dict(normalize=False, use_cache=False, progress=None, precision="fp32", batch_size=4)
+    with caplog.at_level("WARNING", logger="cnnlab"):
+        got = extract_features(b, ds, ["fc1"], compile=True, **kw).arrays["fc1"]
+    np.testing.assert_array_equal(got, extract_features(b, ds, ["fc1"], **kw).arrays["fc1"])
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "torch.compile failed" in caplog.records[0].message and "without it" in caplog.records[0].message
+
+
+@pytest.mark.slow
+def test_compiled_extraction_equals_eager_and_pads_the_last_batch(caplog):
+    """Real inductor compilation (~20 s): same features, with a last batch shorter than the others."""
+    torch.manual_seed(0)
+    b = build_model("digitnet", "NONE")
+    ds = _digits(10)  # batches of 4, 4, 2: the last is padded to the compiled shape
+    kw = dict(normalize=False, use_cache=False, progress=None, precision="fp32", batch_size=4)
+    eager = extract_features(b, ds, ["fc1", "conv"], **kw).arrays
+    with caplog.at_level("WARNING", logger="cnnlab"):
+        compiled = extract_features(b, ds, ["fc1", "conv"], compile=True, **kw).arrays
+    assert not [r for r in caplog.records if "torch.compile failed" in r.message]  # it did compile
+    for k in eager:
+        assert compiled[k].shape == eager[k].shape
+        np.testing.assert_allclose(compiled[k], eager[k], rtol=1e-4, atol=1e-5)
+
+
+def test_a_compiled_extractor_is_reused_until_the_weights_change(monkeypatch):
+    """Train and test splits share one compilation; a fine-tuned model (weights changed in place) gets its own,
+    since frozen weights are baked into the compiled code."""
+    import cnnlab.transfer.features as feats_mod
+
+    compiles = []
+    monkeypatch.setattr(feats_mod.torch, "compile", lambda fn, **kw: compiles.append(fn) or fn)
+    b = build_model("digitnet", "NONE")
+    kw = dict(use_cache=False, progress=None, precision="fp32", compile=True)
+    extract_features(b, _digits(6, seed=0), ["fc1"], **kw)
+    extract_features(b, _digits(6, seed=1), ["fc1"], **kw)
+    assert len(compiles) == 1
+    with torch.no_grad():
+        next(b.model.parameters()).add_(0.1)  # an optimiser step
+    extract_features(b, _digits(6, seed=1), ["fc1"], **kw)
+    assert len(compiles) == 2

@@ -52,7 +52,8 @@ def _cmd_transfer(args) -> int:
                          head_epochs=args.head_epochs, finetune_epochs=args.finetune_epochs,
                          scratch_epochs=args.scratch_epochs, batch_size=args.batch_size,
                          input_transform=args.input_transform, data_root=args.data_root, seed=args.seed,
-                         tta=args.tta, spatial=args.spatial, precision=args.precision)
+                         tta=args.tta, spatial=args.spatial, precision=args.precision,
+                         compile=args.compile)
     if args.dry_run:  # tiny and fast: few images, one C, a couple of epochs
         cfg.per_class, cfg.Cs, cfg.cv = min(cfg.per_class or 4, 4), cfg.Cs[:1], 2
         cfg.head_epochs, cfg.finetune_epochs, cfg.scratch_epochs = min(cfg.head_epochs, 2), min(cfg.finetune_epochs, 1), min(cfg.scratch_epochs, 1)
@@ -142,6 +143,9 @@ def add_commands(sub) -> None:
     p.add_argument("--spatial", default="avg", choices=["avg", "spp", "flatten"],
                    help="feature map -> vector: avg (mean over space), spp (mean over the whole map and over its "
                         "2x2 quadrants, 5x the channels: layout matters for scenes), flatten")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the extractor (frozen weights, conv+ReLU fused): +15-20%% fp32 throughput on "
+                        "CPU after a one-off 15-60 s compilation; for thousands of images. Needs a C++ compiler")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="extraction precision; auto (default): bf16 autocast on CPUs with native bf16 (2-3x faster, "
                         "same SVM accuracy), else fp32; fp32: bit-exact features on every CPU")

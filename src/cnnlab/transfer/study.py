@@ -52,6 +52,7 @@ class TransferConfig:
     batch_size: int = 32
     tta: str = "none"  # "flip": average each image's features with its mirror image's
     spatial: str = "avg"  # how a feature map becomes a vector: avg, spp (whole + 2×2 quadrants), flatten
+    compile: bool = False  # torch.compile the extractor (features.CompiledExtractor): for thousands of images
     precision: str = "auto"  # extraction: auto, fp32 or bf16 (see cnnlab.precision)
     input_transform: str | None = None  # "digits_as_mnist" for 8×8 UCI digits into a 28×28 MNIST network
     data_root: str | None = None
@@ -102,10 +103,10 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
     layers = cfg.layers or default_layers(cfg.arch, bundle.model)
     t0 = time.perf_counter()
     ftr = extract_features(bundle, train, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
-                           spatial=cfg.spatial,
+                           spatial=cfg.spatial, compile=cfg.compile,
                            progress="features (train)")
     fte = extract_features(bundle, test, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
-                           spatial=cfg.spatial,
+                           spatial=cfg.spatial, compile=cfg.compile,
                            progress="features (test)")
     extract_s = time.perf_counter() - t0
     skipped = [{"file": s.path, "reason": s.reason} for s in list(train.skipped) + list(test.skipped)]
