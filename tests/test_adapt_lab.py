@@ -4,18 +4,12 @@ import math
 from pathlib import Path
 
 import pytest
-import torch
 
 from cnnlab.cli import main
 from cnnlab.lab import LabContext
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):

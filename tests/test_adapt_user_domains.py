@@ -4,18 +4,12 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from cnnlab.cli import main
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def _domain(root, style: str, n: int = 24):
