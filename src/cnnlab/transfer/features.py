@@ -98,9 +98,14 @@ class CompiledExtractor:
         self.batch = self.batch or n
         if n > self.batch:
             return self.eager(x)
-        padded = torch.cat([x, x[-1:].expand(self.batch - n, *x.shape[1:])]) if n < self.batch else x
+        if n < self.batch:  # keep the caller's memory format: the compiled code was specialised on it
+            fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
+                else torch.contiguous_format
+            x_in = torch.cat([x, x[-1:].expand(self.batch - n, *x.shape[1:])]).contiguous(memory_format=fmt)
+        else:
+            x_in = x
         try:
-            outs = self.compiled(padded.contiguous(memory_format=torch.channels_last) if x.dim() == 4 else padded)
+            outs = self.compiled(x_in)
         except Exception as e:  # compilation happens at the first call: any failure there means eager
             log.warning("--compile: torch.compile failed (%s: %s); extracting without it",
                         type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "")
