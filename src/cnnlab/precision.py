@@ -32,3 +32,8 @@ def autocast(device: torch.device, bf16: bool):
 def memory_format(device: torch.device) -> torch.memory_format:
     """NHWC (channels_last) on CPU and CUDA: oneDNN/cuDNN convolutions run ~1.2–1.3× faster than in NCHW."""
     return torch.channels_last if device.type in ("cpu", "cuda") else torch.contiguous_format
+
+
+def fused_optimizer(device: torch.device) -> bool:
+    """Whether ``fused=True`` optimisers (one kernel for all parameters, ~10% of a small CPU step) run here."""
+    return device.type in ("cpu", "cuda")

@@ -26,6 +26,7 @@ from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.data import index_batches
 from cnnlab.errors import CnnlabError
+from cnnlab.precision import fused_optimizer
 from cnnlab.runs import read_json, save_torch, write_json
 from cnnlab.train import TrainState, fit
 
@@ -102,7 +103,7 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
         pl_acc = (pl == domains.target_train.labels[idx]).float().mean().item()  # oracle: report only
         x_pl = t_img[idx]
         opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
-                              fused=device.type in ("cpu", "cuda"))
+                              fused=fused_optimizer(device))
         state = TrainState({"net": net}, {"opt": opt}, generator=torch.Generator().manual_seed(config.seed + r))
 
         def batches(st: TrainState):

@@ -116,7 +116,7 @@ def svm_study(train: dict[str, np.ndarray], test: dict[str, np.ndarray], y_train
                 test_acc = float((pred == y_test).mean())
                 fit_s = sum(done[C, f][1] for f in [*range(len(folds)), None])
                 rows.append({"layer": layer, "dim": dim, "C": C, "cv_acc": cv_acc, "test_acc": test_acc,
-                             "seconds": round(fit_s + t_proj, 3)})  # fit time summed over its 6 fits
+                             "seconds": round(fit_s + t_proj, 3)})  # its folds' and refit's fit times, summed
                 t_proj = 0.0
                 if best is None or cv_acc > best[0] + 1e-12:
                     best = (cv_acc, layer, C, pred, test_acc)

@@ -102,12 +102,10 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
         raise CnnlabError(f"dataset {cfg.dataset!r} has an empty train or test split")
     layers = cfg.layers or default_layers(cfg.arch, bundle.model)
     t0 = time.perf_counter()
-    ftr = extract_features(bundle, train, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
-                           spatial=cfg.spatial, compile=cfg.compile,
-                           progress="features (train)")
-    fte = extract_features(bundle, test, layers, batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
-                           spatial=cfg.spatial, compile=cfg.compile,
-                           progress="features (test)")
+    kw = dict(batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
+              spatial=cfg.spatial, compile=cfg.compile)
+    ftr = extract_features(bundle, train, layers, progress="features (train)", **kw)
+    fte = extract_features(bundle, test, layers, progress="features (test)", **kw)
     extract_s = time.perf_counter() - t0
     skipped = [{"file": s.path, "reason": s.reason} for s in list(train.skipped) + list(test.skipped)]
     if skipped:
