@@ -308,3 +308,14 @@ def test_a_compiled_extractor_is_reused_until_the_weights_change(monkeypatch):
         next(b.model.parameters()).add_(0.1)  # an optimiser step
     extract_features(b, _digits(6, seed=1), ["fc1"], **kw)
     assert len(compiles) == 2
+
+
+def test_the_model_stays_trainable_after_an_extraction():
+    """Extraction re-lays the weights out (channels_last) under inference mode; they must not become
+    inference tensors, or fine-tuning the same model afterwards (A-Q10) fails in backward."""
+    b = build_model("digitnet", "NONE")
+    extract_features(b, _digits(6), ["fc1"], use_cache=False, progress=None, precision="fp32")
+    assert not any(p.is_inference() for p in b.model.parameters())
+    b.model.train()
+    b.model(b.preprocess(_digits(6).images)).sum().backward()
+    assert all(p.grad is not None for p in b.model.parameters())

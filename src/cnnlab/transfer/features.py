@@ -206,7 +206,8 @@ def _extract(bundle, dataset, nodes: dict[str, str], *, batch_size, spatial, tta
     parts folder: a killed run resumes at the first missing chunk, and under torchrun each rank takes
     every world_size-th chunk; rank 0 then merges the parts into one memmap-able ``.npy`` per layer."""
     fmt = memory_format(bundle.device)
-    bundle.model.to(memory_format=fmt)  # NHWC: faster oneDNN/cuDNN convolutions, same values
+    with torch.inference_mode(False):  # weights re-laid out here must stay trainable (fine-tuning after extraction)
+        bundle.model.to(memory_format=fmt)  # NHWC: faster oneDNN/cuDNN convolutions, same values
     wanted = sorted(set(nodes.values()))
     if compile:  # kept on the bundle: the test split (or a second call) reuses the train split's compilation
         compiled = bundle.extra.setdefault("compiled_extractors", {})
