@@ -123,7 +123,9 @@ from cnnlab.data.imageset import FolderImageSet
 from cnnlab.data.decode import scan_folder
 from cnnlab.models import build_model
 from cnnlab.transfer.features import extract_features
+from cnnlab.allocator import retain_freed_memory
 
+retain_freed_memory()  # as the cnnlab command does
 def rss_mb():  # resident set size now (ru_maxrss would count importing torch's CUDA build)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -164,6 +166,9 @@ def main() -> None:
     ap.add_argument("--memory-only", action="store_true", help="only the peak-memory measurement")
     ap.add_argument("--raw-sweep", action="store_true", help="also time the sweep on the raw features (slow)")
     args = ap.parse_args()
+    from cnnlab.allocator import retain_freed_memory
+
+    retain_freed_memory()  # what the cnnlab command does (the course's way, in this process, gets it too)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
