@@ -168,6 +168,21 @@ def test_svm_in_span_coordinates_gives_the_same_fits_as_on_the_full_features():
     np.testing.assert_array_equal(fast.predictions, slow.predictions)
 
 
+def test_span_coordinates_of_duplicate_training_rows_keep_every_inner_product():
+    """A folder with the same image twice: the Gram matrix is singular, the coordinates still exact."""
+    from cnnlab.transfer.classify import span_coordinates
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(20, 300))
+    X[7] = X[3]  # a duplicate image
+    Xte = rng.normal(size=(5, 300))
+    Ztr, Zte = span_coordinates(X, Xte)
+    assert np.all(np.isfinite(Ztr)) and np.all(np.isfinite(Zte))
+    assert np.allclose(np.triu(Ztr, 1), 0)  # lower triangular, as liblinear's sparse input expects
+    np.testing.assert_allclose(Ztr @ Ztr.T, X @ X.T, atol=1e-9)
+    np.testing.assert_allclose(Zte @ Ztr.T, Xte @ X.T, atol=1e-9)
+
+
 def test_bf16_extraction_is_close_to_fp32_and_cached_apart(tmp_path):
     b = build_model("digitnet", "NONE")
     ds = _digits(16)

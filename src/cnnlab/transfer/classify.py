@@ -38,9 +38,25 @@ def span_coordinates(Xtr: np.ndarray, Xte: np.ndarray) -> tuple[np.ndarray, np.n
     With X_trᵀ = QR, the n-d coordinates X Q keep every inner product with a training row, so
     every fit (on any subset of the rows: the CV folds) and every prediction is the same as on the
     d-d features, at n/d of the cost per solver pass: 1500 vs 25088 for VGG16's pool5 on 15 Scene.
+
+    R is computed as the Cholesky factor of the Gram matrix X_tr X_trᵀ = RᵀR and the test
+    coordinates as (X_te X_trᵀ) R⁻¹: two matrix products and a triangular solve, 3–4× faster than
+    Householder QR of the d×n matrix. Duplicate or nearly dependent training rows make the Gram
+    matrix (nearly) singular: then it is QR, which handles them.
     """
-    q, r = np.linalg.qr(np.asarray(Xtr, dtype=np.float64).T)  # d×n, n×n
-    return r.T, np.asarray(Xte, dtype=np.float64) @ q
+    X = np.asarray(Xtr, dtype=np.float64)
+    Xt = np.asarray(Xte, dtype=np.float64)
+    try:
+        lower = np.linalg.cholesky(X @ X.T)  # Rᵀ: lower triangular, the train coordinates
+        diag = np.abs(np.diag(lower))
+        if diag.min() > 1e-6 * diag.max():  # well conditioned: the solve below loses nothing
+            from scipy.linalg import solve_triangular
+
+            return lower, solve_triangular(lower, (Xt @ X.T).T, lower=True).T
+    except np.linalg.LinAlgError:
+        pass
+    q, r = np.linalg.qr(X.T)  # d×n, n×n
+    return r.T, Xt @ q
 
 
 def combine(arrays: dict[str, np.ndarray], names: list[str]) -> np.ndarray:
