@@ -29,8 +29,9 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
-# A 320 MiB activation (VGG16's first ones are 411 MB at batch 32): written, freed and allocated again; the page faults of the last four count
-# (the heap settles after a few rounds: aligned allocations leave gaps the first ones cannot reuse).
+# A 320 MiB activation (VGG16's first ones are 411 MB at batch 32): written, freed and allocated
+# again; the page faults of the last four rounds count (the heap settles after a few rounds:
+# aligned allocations leave gaps the first ones cannot reuse).
 LARGE_BLOCKS = textwrap.dedent("""
     import resource, sys, torch
     from cnnlab.allocator import retain_freed_memory
