@@ -45,6 +45,9 @@ def make_folder(root: Path, n: int, classes: int = 4, size=(300, 250)) -> Path:
     return root
 
 
+RATES: list[float] = []  # every matmul rate measured in this run
+
+
 def matmul_gflops(n: int = 4096, reps: int = 5) -> float:
     """The machine's fp32 matmul rate: the best of ``reps`` products of two n×n matrices."""
     a, b = torch.randn(n, n), torch.randn(n, n)
@@ -56,9 +59,6 @@ def matmul_gflops(n: int = 4096, reps: int = 5) -> float:
         best = min(best, time.perf_counter() - t0)
     RATES.append(2 * n**3 / best / 1e9)
     return RATES[-1]
-
-
-RATES: list[float] = []  # every matmul rate measured in this run
 
 
 LOCAL_SHARES: dict[str, float] = {}  # method → best share of the roofline measured next to it
@@ -147,6 +147,7 @@ from cnnlab.transfer.features import extract_features
 from cnnlab.allocator import retain_freed_memory
 
 retain_freed_memory()  # as the cnnlab command does
+
 def rss_mb():  # resident set size now (ru_maxrss would count importing torch's CUDA build)
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20

@@ -144,8 +144,8 @@ def add_commands(sub) -> None:
                    help="feature map -> vector: avg (mean over space), spp (mean over the whole map and over its "
                         "2x2 quadrants, 5x the channels: layout matters for scenes), flatten")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the extractor (frozen weights, conv+ReLU fused): up to 1.2x fp32 throughput "
-                        "on CPU after a one-off 7-60 s compilation; for thousands of images. Needs a C++ compiler")
+                   help="torch.compile the extractor (frozen weights, conv+ReLU fused): up to 1.1x fp32 throughput "
+                        "on CPU after a one-off 4-60 s compilation; for thousands of images. Needs a C++ compiler")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="extraction precision; auto (default): bf16 autocast on CPUs with native bf16 (2-3x faster, "
                         "same SVM accuracy), else fp32; fp32: bit-exact features on every CPU")

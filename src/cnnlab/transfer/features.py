@@ -82,8 +82,9 @@ def pool_features(t: torch.Tensor, spatial: str = "avg", normalize: bool = True)
 class CompiledExtractor:
     """``torch.compile`` of an extractor with frozen weights (inductor): each convolution fused with
     its ReLU, weights prepacked once. Up to 1.1× eager fp32 throughput on CPU (VGG16, 2 threads: 89–95%
-    of the matmul rate, eager 86–93%) after a one-off compilation of 4–60 s: for thousands of images, not a few. Batches shorter than
-    the first are padded to its size (one compiled shape, no recompilation for a last short batch).
+    of the matmul rate, eager 86–93%) after a one-off compilation of 4–60 s: for thousands of images,
+    not a few. Batches shorter than the first are padded to its size (one compiled shape, no
+    recompilation for a last short batch).
     Without a working compiler (no C++ toolchain, an unsupported op) it warns once and runs eagerly."""
 
     def __init__(self, extractor: nn.Module):
