@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab.data import load_dataset, to_float
+from cnnlab.data import gather_batches, index_batches, load_dataset, to_float
 from cnnlab.data.decode import decode_image, scan_folder
 from cnnlab.data.sources import load_image_folder
 from cnnlab.errors import CnnlabError
@@ -36,6 +36,24 @@ def _save(path, img, **kw):
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, **kw)
     return path
+
+
+@pytest.mark.parametrize("n, batch, chunk, drop_last", [(103, 10, 4, False), (103, 10, 4, True), (40, 10, 4, False),
+                                                       (7, 10, 3, False), (0, 10, 2, False)])
+def test_gathered_batches_are_the_per_batch_gathers_in_order(n, batch, chunk, drop_last):
+    """Grouping the copies (chunk batches per gather) must not change a batch, their order, the last
+    short batch, or the generator's draws."""
+    images = torch.randint(0, 256, (n, 3, 5, 5), dtype=torch.uint8)
+    labels = torch.arange(n)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    expected = [(images[i], labels[i]) for i in index_batches(n, batch, generator=g1, drop_last=drop_last)]
+    got = list(gather_batches(index_batches(n, batch, generator=g2, drop_last=drop_last), images, labels,
+                              chunk=chunk))
+    assert len(got) == len(expected) == (n // batch if drop_last else -(-n // batch))
+    for (x, y), (ex, ey) in zip(got, expected):
+        assert torch.equal(x, ex) and torch.equal(y, ey)
+        assert x.is_contiguous()
+    assert torch.equal(g1.get_state(), g2.get_state())
 
 
 def test_decode_handles_odd_but_valid_images(tmp_path):

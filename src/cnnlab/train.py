@@ -209,7 +209,7 @@ def train_classifier(model: nn.Module, train_images: torch.Tensor, train_labels:
                      desc: str = "train") -> TrainState:
     """Cross-entropy training on in-memory uint8 tensors. History rows hold train loss/accuracy and,
     when test tensors are given, test accuracy per epoch (for train/test curves)."""
-    from cnnlab.data.transforms import index_batches
+    from cnnlab.data.transforms import gather_batches, index_batches
 
     dev = next(model.parameters()).device
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
@@ -220,8 +220,8 @@ def train_classifier(model: nn.Module, train_images: torch.Tensor, train_labels:
     state = TrainState({"model": model}, {"opt": opt}, generator=g)
 
     def batches(st: TrainState):
-        for idx in index_batches(len(train_images), batch_size, generator=st.generator):
-            yield train_images[idx], train_labels[idx]
+        yield from gather_batches(index_batches(len(train_images), batch_size, generator=st.generator),
+                                  train_images, train_labels)
 
     def step(st: TrainState, batch):
         if train_mode is not None:

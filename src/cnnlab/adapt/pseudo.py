@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from cnnlab.adapt.dann import Evaluator, autocast, features_and_logits
 from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.networks import DANNNet
-from cnnlab.data import index_batches
+from cnnlab.data import gather_batches, index_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import fused_optimizer
 from cnnlab.runs import read_json, save_torch, write_json
@@ -109,8 +109,8 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
         def batches(st: TrainState):
             src = index_batches(len(s_img), b, generator=st.generator, drop_last=True)
             tgt = index_batches(len(x_pl), b, generator=st.generator, drop_last=True)
-            for i_s, i_t in zip(src, tgt):
-                yield s_img[i_s], s_lab[i_s], x_pl[i_t], pl[i_t]
+            for (xs, ys), (xt, yt) in zip(gather_batches(src, s_img, s_lab), gather_batches(tgt, x_pl, pl)):
+                yield xs, ys, xt, yt
 
         def step(st: TrainState, batch) -> dict[str, float]:
             xs, ys, xt, yt = batch

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -41,3 +41,23 @@ def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None 
     stop = n - n % batch_size if drop_last else n
     for s in range(0, stop, batch_size):
         yield shard(order[s:s + batch_size])
+
+
+def gather_batches(indices: Iterable[torch.Tensor], *tensors: torch.Tensor,
+                   chunk: int = 64) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``tuple(t[idx] for t in tensors)`` for each index batch, gathered ``chunk`` batches at a time.
+
+    Every row of a random batch is a cache and TLB miss in a large in-memory set, and right after
+    a training step those misses are not overlapped: 64 MNIST-M rows took ~0.8 ms there, against
+    ~0.1 ms for the same rows inside one gather of 64 batches (benchmarks/bench_gather_batches.py).
+    The batches are the same (views of the chunk, in order); only the copying is grouped.
+    """
+    it = iter(indices)
+    while True:
+        group = [idx for _, idx in zip(range(chunk), it)]
+        if not group:
+            return
+        sizes = [len(idx) for idx in group]
+        flat = torch.cat(group)
+        parts = [t.index_select(0, flat).split(sizes) for t in tensors]  # a row memcpy, not per element
+        yield from zip(*parts)

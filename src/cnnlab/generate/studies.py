@@ -196,7 +196,7 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
                         judge=None, reference=None, samples: int = 500) -> list[dict]:
     """D-Q1: train only D (G frozen) or only G (D frozen at its init) for ``steps`` steps from the
     same start, next to both, and report mean D(x), D(G(z)) and the judge's distance of G's samples."""
-    from cnnlab.data import index_batches
+    from cnnlab.data import gather_batches, index_batches
     from cnnlab.generate.judge import judge_metrics
     from cnnlab.generate.networks import build_gan
     from cnnlab.generate.steps import d_step, g_step
@@ -213,9 +213,10 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
         g = torch.Generator().manual_seed(seed)
         done, last = 0, {}
         while done < steps:
-            for idx in index_batches(len(data.train), cfg.batch_size, generator=g, drop_last=True):
-                real = to_gan_range(data.train[idx])
-                fake = G(torch.randn(len(idx), cfg.nz, generator=g))
+            for (x,) in gather_batches(index_batches(len(data.train), cfg.batch_size, generator=g, drop_last=True),
+                                       data.train):
+                real = to_gan_range(x)
+                fake = G(torch.randn(len(x), cfg.nz, generator=g))
                 if which != "only G":
                     last.update(d_step(D, opt_d, real, fake))
                 if which != "only D":

@@ -253,7 +253,7 @@ def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | t
 
 
 def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw) -> GANRun:
-    from cnnlab.data import index_batches
+    from cnnlab.data import gather_batches, index_batches
     from cnnlab.train import TrainState, fit
 
     num_classes = len(data.classes)
@@ -281,8 +281,8 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
         return state.extra["fixed_y"] if cond else None
 
     def batches(st):
-        for idx in index_batches(len(data.train), cfg.batch_size, generator=st.generator, drop_last=True):
-            yield data.train[idx], data.labels[idx]
+        yield from gather_batches(index_batches(len(data.train), cfg.batch_size, generator=st.generator,
+                                                drop_last=True), data.train, data.labels)
 
     def snapshot(step: int) -> None:
         imgs = sample(G, state.extra["fixed_z"], fixed_y(), bf16=bf16)
