@@ -6,14 +6,18 @@ lr 0.01/(1+10p)^0.75 per epoch, λ = 2/(1+e^(−2p))−1 per batch, test accurac
 Reference ("notebook"): what the course notebook does: torch ``Dataset``s that build a PIL image per
 sample and apply ``ToTensor`` + ``Normalize`` (MNIST replicated to 3 channels), ``DataLoader``s
 (shuffle, num_workers=0), zip of the two loaders, fp32, evaluation through the same loaders.
-cnnlab: in-memory uint8 tensors indexed per batch, one feature pass for both domains, channels_last,
+cnnlab: in-memory uint8 tensors, batches gathered 64 at a time, one feature pass for both domains, channels_last,
 optional bf16 autocast, and its richer per-epoch evaluation (source validation, DEV, entropy, domain).
 Both run in this one process after ``retain_freed_memory()`` (what the ``cnnlab`` command does), so the
 reference gets the allocator tuning too: the ratio measures the training loops, not malloc.
 
-    python benchmarks/bench_adapt_dann.py --data-root ../shared/data                 # full protocol
-    python benchmarks/bench_adapt_dann.py --data-root ../shared/data --subset 6000 --epochs-scale 0.25
-    python benchmarks/bench_adapt_dann.py                                            # embedded data
+    python benchmarks/bench_adapt_dann.py --data-root ../shared/data --precision bf16   # full protocol
+    python benchmarks/bench_adapt_dann.py --data-root ../shared/data --precision bf16 --subset 6000 --epochs-scale 0.25
+    python benchmarks/bench_adapt_dann.py --precision fp32,bf16 --sequential             # embedded data
+
+By default the two alternate epoch by epoch (a notebook epoch after each cnnlab epoch, timed
+apart), so that a drift of the machine's speed over minutes falls on both; ``--sequential`` runs
+one whole training after the other, as sessions 2–4 did.
 """
 
 from __future__ import annotations
@@ -82,7 +86,8 @@ def notebook_eval(model, loader):
     return correct / n
 
 
-def notebook_train(d, *, epochs: int, batch: int, dann: bool, seed: int) -> dict:
+def notebook_epochs(d, *, epochs: int, batch: int, dann: bool, seed: int):
+    """The notebook's training, one epoch per ``next()``; yields (source, target) test accuracy."""
     torch.manual_seed(seed)
     model = NotebookDANN()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -90,9 +95,7 @@ def notebook_train(d, *, epochs: int, batch: int, dann: bool, seed: int) -> dict
     tgt = DataLoader(DigitsDataset(d.target_train.images, d.target_train.labels), batch_size=batch, shuffle=True)
     s_test = DataLoader(DigitsDataset(d.source_test.images, d.source_test.labels), batch_size=256)
     t_test = DataLoader(DigitsDataset(d.target_test.images, d.target_test.labels), batch_size=256)
-    t0 = time.perf_counter()
     steps = min(len(src), len(tgt))
-    accs = []
     for epoch in range(epochs):
         for g in opt.param_groups:
             g["lr"] = 0.01 / (1 + 10 * epoch / epochs) ** 0.75
@@ -113,18 +116,44 @@ def notebook_train(d, *, epochs: int, batch: int, dann: bool, seed: int) -> dict
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-        accs.append((notebook_eval(model, s_test), notebook_eval(model, t_test)))
-    return {"seconds": time.perf_counter() - t0, "source_acc": accs[-1][0], "target_acc": accs[-1][1]}
+        yield notebook_eval(model, s_test), notebook_eval(model, t_test)
+
+
+def notebook_train(d, *, epochs: int, batch: int, dann: bool, seed: int) -> dict:
+    t0 = time.perf_counter()
+    for accs in notebook_epochs(d, epochs=epochs, batch=batch, dann=dann, seed=seed):
+        pass
+    return {"seconds": time.perf_counter() - t0, "source_acc": accs[0], "target_acc": accs[1]}
 
 
 # --------------------------------------------------------------------------- cnnlab
-def cnnlab_train(d, *, method: str, epochs: int, seed: int, precision: str, out) -> dict:
+def cnnlab_train(d, *, method: str, epochs: int, seed: int, precision: str, out, on_epoch_end=None) -> dict:
     t0 = time.perf_counter()
     res = train_adapt(d, course_config(method, epochs=epochs, seed=seed, precision=precision), out=out,
-                      name=f"{method}-{precision}")
+                      name=f"{method}-{precision}", on_epoch_end=on_epoch_end)
     last = res.history[-1]
     return {"seconds": time.perf_counter() - t0, "source_acc": last["source_test_acc"],
             "target_acc": last["target_test_acc"]}
+
+
+def interleaved(d, *, method: str, epochs: int, seed: int, precision: str, out) -> tuple[dict, dict]:
+    """Both trainings, one notebook epoch after each cnnlab epoch: the machine's speed drifts by
+    10–30% over minutes on these VMs, and alternating epochs puts both under the same drift."""
+    nb = notebook_epochs(d, epochs=epochs, batch=128 if method == "source_only" else 64, dann=method == "dann",
+                         seed=seed)
+    nb_seconds, nb_accs = [], []
+
+    def one_notebook_epoch(row):
+        t0 = time.perf_counter()
+        nb_accs.append(next(nb))
+        nb_seconds.append(time.perf_counter() - t0)
+
+    t0 = time.perf_counter()
+    ours = cnnlab_train(d, method=method, epochs=epochs, seed=seed, precision=precision, out=out,
+                        on_epoch_end=one_notebook_epoch)
+    ours["seconds"] = time.perf_counter() - t0 - sum(nb_seconds)  # cnnlab's wall time, the notebook's taken out
+    ref = {"seconds": sum(nb_seconds), "source_acc": nb_accs[-1][0], "target_acc": nb_accs[-1][1]}
+    return ref, ours
 
 
 def main() -> None:
@@ -132,26 +161,38 @@ def main() -> None:
     ap.add_argument("--data-root", default=None, help="folder with MNIST/ and BSDS500/ (default: embedded data)")
     ap.add_argument("--subset", type=int, default=None, help="at most N images per split")
     ap.add_argument("--epochs-scale", type=float, default=1.0, help="multiply the course epochs (10, 20) by this")
-    ap.add_argument("--precision", default="fp32,bf16", help="cnnlab precisions to time (comma list)")
+    ap.add_argument("--precision", default="bf16", help="cnnlab precision to time (a comma list with --sequential)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--sequential", action="store_true",
+                    help="run the notebook's whole training, then cnnlab's (default: alternate their epochs, "
+                         "so that both see the same drift of the machine's speed; one precision only)")
     args = ap.parse_args()
+    if not args.sequential and "," in args.precision:
+        ap.error("alternating epochs times one cnnlab precision: give --precision bf16 (or fp32), or --sequential")
     retain_freed_memory()
     if args.threads:
         torch.set_num_threads(args.threads)
     d = load_domains("mnist" if args.data_root else "mnist-embedded", "mnistm", data_root=args.data_root,
                      subset=args.subset)
     ep = {"source_only": max(1, round(10 * args.epochs_scale)), "dann": max(1, round(20 * args.epochs_scale))}
-    print(f"domains: {d.summary()}; epochs {ep}; threads {torch.get_num_threads()}", flush=True)
+    order = "sequential" if args.sequential else "alternating epochs"
+    print(f"domains: {d.summary()}; epochs {ep}; threads {torch.get_num_threads()}; {order}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("source_only", "dann"):
-            ref = notebook_train(d, epochs=ep[method], batch=128 if method == "source_only" else 64,
-                                 dann=method == "dann", seed=args.seed)
+            if args.sequential:
+                ref = notebook_train(d, epochs=ep[method], batch=128 if method == "source_only" else 64,
+                                     dann=method == "dann", seed=args.seed)
+                ours = [(prec, cnnlab_train(d, method=method, epochs=ep[method], seed=args.seed, precision=prec,
+                                            out=tmp)) for prec in args.precision.split(",")]
+            else:
+                ref, r = interleaved(d, method=method, epochs=ep[method], seed=args.seed, precision=args.precision,
+                                     out=tmp)
+                ours = [(args.precision, r)]
             rows.append({"method": method, "impl": "notebook (PIL/ToTensor per sample, fp32)", **ref, "epochs": ep[method]})
             print(rows[-1], flush=True)
-            for prec in args.precision.split(","):
-                r = cnnlab_train(d, method=method, epochs=ep[method], seed=args.seed, precision=prec, out=tmp)
+            for prec, r in ours:
                 rows.append({"method": method, "impl": f"cnnlab ({prec})", **r, "epochs": ep[method]})
                 print(rows[-1], flush=True)
     print()

@@ -112,7 +112,10 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_source_only_and_target_only_report_per_epoch_metrics(tmp_path):
     d = tiny_domains()
     for method in ("source_only", "target_only"):
-        res = train_adapt(d, _cfg(method=method, epochs=1), out=tmp_path)
+        seen = []  # on_epoch_end sees each row once the epoch's weights are on disk
+        res = train_adapt(d, _cfg(method=method, epochs=1), out=tmp_path,
+                          on_epoch_end=lambda r: seen.append((r, (tmp_path / method / "epoch001.pt").exists())))
+        assert seen == [(res.history[0], True)]
         row = res.history[0]
         assert {"source_val_acc", "source_test_acc", "target_test_acc", "dev_risk", "target_entropy"} <= set(row)
         assert "domain_acc" not in row and (tmp_path / method / "epoch001.pt").exists()

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -169,8 +170,11 @@ def _acc(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------- training
 def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, name: str | None = None,
-                device: torch.device | str = "cpu", resume: bool = False) -> AdaptResult:
-    """Train one model with ``config`` into ``out/<name>`` (checkpoint + per-epoch weights)."""
+                device: torch.device | str = "cpu", resume: bool = False,
+                on_epoch_end: Callable[[dict], None] | None = None) -> AdaptResult:
+    """Train one model with ``config`` into ``out/<name>`` (checkpoint + per-epoch weights).
+    ``on_epoch_end(row)``, when given, is called with each epoch's history row once its weights are
+    saved (live logging, or the benchmark that runs a reference epoch between two of ours)."""
     device = torch.device(device)
     name = name or config.method
     folder = Path(out) / name
@@ -232,13 +236,15 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
                           precision=config.precision)
     weights: dict[int, Path] = {}
 
-    def on_epoch_end(st: TrainState, row: dict) -> None:
+    def save_epoch(st: TrainState, row: dict) -> None:
         path = folder / f"epoch{st.epoch:03d}.pt"
         save_torch(path, {k: v.detach().cpu() for k, v in net.state_dict().items()})
         weights[st.epoch] = path
+        if on_epoch_end is not None:
+            on_epoch_end(row)
 
     fit(state, epochs=config.epochs, batches=batches, step=step, evaluate=lambda st: evaluator(net),
-        checkpoint=folder / "checkpoint.pt", resume=resume, on_epoch_end=on_epoch_end, desc=name)
+        checkpoint=folder / "checkpoint.pt", resume=resume, on_epoch_end=save_epoch, desc=name)
     for e in range(1, config.epochs + 1):  # weights of epochs finished before a resume
         if (folder / f"epoch{e:03d}.pt").exists():
             weights.setdefault(e, folder / f"epoch{e:03d}.pt")
