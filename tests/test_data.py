@@ -1,7 +1,6 @@
 """The data layer: datasets by name, robust decoding, clear errors, restricted npz loading."""
 
 import io
-import pickle
 import zipfile
 
 import numpy as np
@@ -54,6 +53,20 @@ def test_gathered_batches_are_the_per_batch_gathers_in_order(n, batch, chunk, dr
         assert torch.equal(x, ex) and torch.equal(y, ey)
         assert x.is_contiguous()
     assert torch.equal(g1.get_state(), g2.get_state())
+
+
+def test_gathered_groups_stay_under_their_byte_cap(monkeypatch):
+    """Large rows (photos) are not copied 64 batches at a time: a group holds at most max_bytes."""
+    images = torch.randint(0, 256, (50, 3, 8, 8), dtype=torch.uint8)  # 192 bytes a row
+    seen = []
+    real = torch.Tensor.index_select
+    monkeypatch.setattr(torch.Tensor, "index_select", lambda t, d, i: seen.append(len(i)) or real(t, d, i))
+    idx = list(index_batches(50, 4, generator=torch.Generator().manual_seed(0)))
+    got = [x for (x,) in gather_batches(idx, images, chunk=64, max_bytes=192 * 10)]
+    assert seen == [8] * 5 + [10]  # two batches of 4 a group (8 rows ≤ 10); the last 4 + 4 + 2 fit in one
+    assert all(torch.equal(x, images[i]) for x, i in zip(got, idx))
+    seen.clear()
+    assert len(list(gather_batches(idx, images, max_bytes=1))) == 13 and seen == [4] * 12 + [2]  # one batch a group
 
 
 def test_decode_handles_odd_but_valid_images(tmp_path):

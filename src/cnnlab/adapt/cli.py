@@ -57,7 +57,8 @@ def _protocol_config(args):
                          lr=LRSchedule(args.lr_schedule, args.lr),
                          lambda_schedule=LambdaSchedule(args.lambda_schedule, args.gamma, args.lambda_value),
                          precision=args.precision, methods=methods, pseudo=pseudo,
-                         pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()))
+                         pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()),
+                         select_by=args.pl_select)
     bad = [m for m in cfg.methods + cfg.pseudo_from if m not in ("source_only", "dann", "target_only")]
     if bad:
         raise CnnlabError(f"unknown method {bad[0]!r}; use source-only, dann, target-only")
@@ -175,6 +176,9 @@ def add_commands(sub) -> None:
     q.add_argument("--no-class-balance", action="store_true", help="do not cap the pseudo-labels per class")
     q.add_argument("--pl-epochs", type=int, default=1, help="fine-tuning epochs per round")
     q.add_argument("--pl-from", default="dann", help="start from these models' label-free picks (e.g. dann,source-only)")
+    q.add_argument("--pl-select", default="source_val_acc",
+                   choices=("source_val_acc", "dev_risk", "target_entropy", "last"),
+                   help="the label-free rule that picks the epoch self-training starts from (never target labels)")
     p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)}")
     p.set_defaults(func=_cmd_adapt)
 

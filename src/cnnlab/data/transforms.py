@@ -43,22 +43,28 @@ def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None 
         yield shard(order[s:s + batch_size])
 
 
-def gather_batches(indices: Iterable[torch.Tensor], *tensors: torch.Tensor,
-                   chunk: int = 64) -> Iterator[tuple[torch.Tensor, ...]]:
-    """``tuple(t[idx] for t in tensors)`` for each index batch, gathered ``chunk`` batches at a time.
+def gather_batches(indices: Iterable[torch.Tensor], *tensors: torch.Tensor, chunk: int = 64,
+                   max_bytes: int = 32 << 20) -> Iterator[tuple[torch.Tensor, ...]]:
+    """``tuple(t[idx] for t in tensors)`` for each index batch, gathered up to ``chunk`` batches at a time.
 
     Every row of a random batch is a cache and TLB miss in a large in-memory set, and right after
     a training step little else overlaps them: a DANN step's 64 MNIST + 64 MNIST-M rows took 1.5 ms
     drawn one batch at a time, 0.4 ms drawn 64 batches per ``index_select``
-    (benchmarks/bench_gather_batches.py). The batches are the same (views of the chunk, in order),
-    and no random number is drawn here; only the copying is grouped.
+    (benchmarks/bench_gather_batches.py). A group holds at most ``max_bytes`` of rows (but at least
+    one batch), so large images (224×224 photos: 150 KB a row) are copied a batch at a time, as before.
+    The batches are the same (views of the group, in order), and no random number is drawn here.
     """
+    row_bytes = sum(t[0].numel() * t.element_size() for t in tensors if len(t)) or 1
+    max_rows = max(1, max_bytes // row_bytes)
     it = iter(indices)
-    while True:
-        group = [idx for _, idx in zip(range(chunk), it)]
-        if not group:
-            return
-        sizes = [len(idx) for idx in group]
+    pending = next(it, None)
+    while pending is not None:
+        group, rows = [pending], len(pending)
+        pending = next(it, None)
+        while pending is not None and len(group) < chunk and rows + len(pending) <= max_rows:
+            group.append(pending)
+            rows += len(pending)
+            pending = next(it, None)
         flat = torch.cat(group)
-        parts = [t.index_select(0, flat).split(sizes) for t in tensors]  # a row memcpy, not per element
+        parts = [t.index_select(0, flat).split([len(i) for i in group]) for t in tensors]  # row memcpy
         yield from zip(*parts)
