@@ -114,8 +114,8 @@ def class_loss(net: DANNNet, x: torch.Tensor, y: torch.Tensor, precision: str = 
 def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int = 256, precision: str = "fp32",
                         keep_features: bool = True) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """uint8 images → (2352-d features or None when not ``keep_features``, class logits, domain logits),
-    float32 on CPU. Batches of 256 under inference mode: ~20% faster than 1000 under no_grad (the
-    activations of a batch stay in cache)."""
+    float32 on CPU. Batches of 256 under inference mode: 20–25% faster than 1,000 under no_grad
+    (10,000 MNIST-M images in bf16: 0.38–0.40 s against 0.48–0.54 s)."""
     dev = next(net.parameters()).device
     fs, ls, ds = [], [], []
     with torch.inference_mode():
