@@ -43,15 +43,16 @@ def main() -> None:
         (out["class_loss"] + out["domain_loss"]).backward()
         opt.step()
 
+    def epoch_indices():  # one epoch of DANN's (source, target) index batches, as train_adapt draws them
+        return (index_batches(len(s_img), args.batch, generator=g, drop_last=True),
+                index_batches(len(t_img), args.batch, generator=g, drop_last=True))
+
     def one_at_a_time():
-        src = index_batches(len(s_img), args.batch, generator=g, drop_last=True)
-        tgt = index_batches(len(t_img), args.batch, generator=g, drop_last=True)
-        for i_s, i_t in zip(src, tgt):
+        for i_s, i_t in zip(*epoch_indices()):
             yield s_img[i_s], s_lab[i_s], t_img[i_t]
 
     def grouped():
-        src = index_batches(len(s_img), args.batch, generator=g, drop_last=True)
-        tgt = index_batches(len(t_img), args.batch, generator=g, drop_last=True)
+        src, tgt = epoch_indices()
         for (xs, ys), (xt,) in zip(gather_batches(src, s_img, s_lab), gather_batches(tgt, t_img)):
             yield xs, ys, xt
 
