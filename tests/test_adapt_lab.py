@@ -23,6 +23,9 @@ def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):
     assert len(nums) > 20 and all(math.isfinite(v) for v in nums)
     accs = [row["target test acc (last)"] for row in sections[qids.index("C-results")].blocks[1]["table"]]
     assert all(0.0 <= a <= 1.0 for a in accs)
+    # C-Q4 says where self-training started, and that is where it did (the default rule: the last epoch)
+    q4 = " ".join(b["text"] for b in sections[qids.index("C-Q4")].blocks if "text" in b)
+    assert "starting from the last epoch" in q4, q4
     figs = [Path(b["figure"]) for s in sections for b in s.blocks if "figure" in b]
     assert len(figs) >= 7
     for f in figs:

@@ -35,15 +35,18 @@ def test_adapt_between_two_user_folders(tmp_path, capsys):
     a, b = _domain(tmp_path / "A", "a"), _domain(tmp_path / "B", "b")
     out = tmp_path / "run"
     rc = main(["adapt", "--source", f"imagefolder:{a}", "--target", f"imagefolder:{b}", "--val-size", "4",
-               "--dry-run", "--pl-select", "last", "--out", str(out)])
+               "--dry-run", "--pl-select", "source_val_acc", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["model"] for r in rows} >= {"source only", "DANN"}
     for r in rows:
         assert 0.0 <= float(r["target test acc (last)"]) <= 1.0
-    with open(out / "pseudo_rounds_dann.csv") as f:  # self-training starts where --pl-select says: DANN's last epoch
-        assert {r["start"] for r in csv.DictReader(f)} == {"DANN epoch 2 (picked by last)"}
+    with open(out / "history_dann.csv") as f:  # self-training starts where --pl-select says (ties: earliest)
+        hist = list(csv.DictReader(f))
+    best = max(hist, key=lambda r: (float(r["source_val_acc"]), -int(r["epoch"])))["epoch"]
+    with open(out / "pseudo_rounds_dann.csv") as f:
+        assert {r["start"] for r in csv.DictReader(f)} == {f"DANN epoch {best} (picked by source_val_acc)"}
 
 
 def test_domains_with_different_classes_are_one_clear_error(tmp_path, capsys):

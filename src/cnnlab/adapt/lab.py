@@ -16,6 +16,7 @@ from cnnlab.adapt.domains import load_domains
 from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
 from cnnlab.adapt.studies import run_studies
+from cnnlab.adapt.selection import CRITERIA
 from cnnlab.report import Section
 from cnnlab.runs import Run
 
@@ -106,11 +107,11 @@ def _run(ctx, run: Run) -> list[Section]:
     secs.append(s)
 
     s = Section("C-Q4", "Pseudo-labelling (self-training)")
+    start = "the last epoch" if cfg.select_by == "last" else f"the epoch picked by {CRITERIA[cfg.select_by][2]}"
     s.text("Pseudo-labelling: label the unlabelled target images with the model's own confident predictions, "
            f"then train on them as if they were labelled, and repeat. Here: threshold {cfg.pseudo.threshold}, "
            f"class-balanced caps, {cfg.pseudo.rounds} round(s) of {cfg.pseudo.epochs_per_round} epoch(s), starting "
-           "from the checkpoint picked by source validation accuracy. Pseudo-label precision uses the target labels "
-           "(reported only).")
+           f"from {start} (no target label). Pseudo-label precision uses the target labels (reported only).")
     for name, rr in out["rounds"].items():
         s.table([{k: r.get(k) for k in ("round", "pseudo_labels", "coverage", "pseudo_label_acc", "source_val_acc",
                                         "target_test_acc")} for r in rr], caption=name)
