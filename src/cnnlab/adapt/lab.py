@@ -15,8 +15,8 @@ import logging
 from cnnlab.adapt.domains import load_domains
 from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
-from cnnlab.adapt.studies import run_studies
 from cnnlab.adapt.selection import CRITERIA
+from cnnlab.adapt.studies import run_studies
 from cnnlab.report import Section
 from cnnlab.runs import Run
 
