@@ -119,6 +119,11 @@ def notebook_epochs(d, *, epochs: int, batch: int, dann: bool, seed: int):
         yield notebook_eval(model, s_test), notebook_eval(model, t_test)
 
 
+def notebook_settings(method: str) -> dict:
+    """The course's batch and loss for ``method``: source-only 128 images, DANN 64 + 64 with the domain loss."""
+    return {"batch": 128 if method == "source_only" else 64, "dann": method == "dann"}
+
+
 def notebook_train(d, *, epochs: int, batch: int, dann: bool, seed: int) -> dict:
     t0 = time.perf_counter()
     for accs in notebook_epochs(d, epochs=epochs, batch=batch, dann=dann, seed=seed):
@@ -139,8 +144,7 @@ def cnnlab_train(d, *, method: str, epochs: int, seed: int, precision: str, out,
 def interleaved(d, *, method: str, epochs: int, seed: int, precision: str, out) -> tuple[dict, dict]:
     """Both trainings, one notebook epoch after each cnnlab epoch: the machine's speed drifts by
     10–30% over minutes on these VMs, and alternating epochs puts both under the same drift."""
-    nb = notebook_epochs(d, epochs=epochs, batch=128 if method == "source_only" else 64, dann=method == "dann",
-                         seed=seed)
+    nb = notebook_epochs(d, epochs=epochs, seed=seed, **notebook_settings(method))
     nb_seconds, nb_accs = [], []
 
     def one_notebook_epoch(row):
@@ -182,8 +186,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for method in ("source_only", "dann"):
             if args.sequential:
-                ref = notebook_train(d, epochs=ep[method], batch=128 if method == "source_only" else 64,
-                                     dann=method == "dann", seed=args.seed)
+                ref = notebook_train(d, epochs=ep[method], seed=args.seed, **notebook_settings(method))
                 ours = [(prec, cnnlab_train(d, method=method, epochs=ep[method], seed=args.seed, precision=prec,
                                             out=tmp)) for prec in args.precision.split(",")]
             else:
