@@ -96,9 +96,10 @@ def cnnlab_cmd(*args: Any) -> list[str]:
     return [sys.executable, "-m", "cnnlab", *map(str, args)]
 
 
-def run_cnnlab(args: list, cache: Path, *, timeout: float = 600, threads: int = 1) -> subprocess.CompletedProcess:
+def run_cnnlab(args: list, cache: Path, *, timeout: float = 600, threads: int = 1,
+               cwd: Path | None = None) -> subprocess.CompletedProcess:
     proc = subprocess.run(cnnlab_cmd(*args), env=cli_env(cache, threads), capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, cwd=cwd)
     assert proc.returncode == 0, f"cnnlab {' '.join(map(str, args))} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     return proc
 

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -22,7 +23,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from run_compare import run_cnnlab  # noqa: E402
+from run_compare import cli_env, cnnlab_cmd  # noqa: E402
 
 CHECK_JS = r"""
 window.addEventListener('load', () => {
@@ -126,12 +127,35 @@ def test_checker_sees_loaded_and_broken_figures_and_empty_sections(tmp_path):
     assert seen["empty"] == ["b-q2"]
 
 
+def readme_lab_command() -> list[str]:
+    """The README's first command, a new user's ``... && .venv/bin/cnnlab lab``, as the argv of its last
+    step: the set-up steps before it are what this test environment already did."""
+    from test_ci_matches_readme import _readme_commands
+
+    steps = [s.strip() for s in _readme_commands()[0].split("&&")]
+    assert steps[-1] == ".venv/bin/cnnlab lab", steps
+    return steps[-1].split()[1:]  # ["lab"]: no --out, so the default runs/lab under the working directory
+
+
 @pytest.mark.slow
-def test_lab_report_opens_from_disk_with_every_figure(tmp_path):
-    out = tmp_path / "my lab"  # a space in the path: the report's links must not depend on it
-    run_cnnlab(["lab", "--dry-run", "--device", "cpu", "--out", out], tmp_path / "cache")
+def test_readmes_first_command_from_a_fresh_directory_gives_a_report_whose_figures_load(tmp_path):
+    """As a new user: the README's command, run from a new working directory with the default --out
+    (``--dry-run`` for time), then report.html opened from disk in a browser and report.md's links
+    checked on disk."""
+    from test_report_links import report_links, unresolved
+
+    cwd = tmp_path / "fresh checkout"
+    cwd.mkdir()
+    script = Path(sys.executable).with_name("cnnlab")  # .venv/bin/cnnlab, the console script a user runs
+    cmd = [str(script)] if script.exists() else cnnlab_cmd()
+    proc = subprocess.run(cmd + readme_lab_command() + ["--dry-run", "--device", "cpu"], cwd=cwd, capture_output=True,
+                          text=True, env=cli_env(tmp_path / "cache"), timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = cwd / "runs" / "lab"
     seen = render(out / "report.html", tmp_path)
     assert_report_ok(seen)
     for part in "abcd":  # a section by question for every part
         assert any(re.fullmatch(f"{part}-q\\d+", s) for s in seen["sections"]), f"part {part} has no question"
     assert seen["images"] >= 20
+    assert not unresolved(out), unresolved(out)
+    assert len(report_links(out)["md"]) == seen["images"]  # the same figures in report.md

@@ -19,12 +19,26 @@ PART_CLIS = ("cnnlab.lab", "cnnlab.transfer.cli", "cnnlab.explain.cli", "cnnlab.
              "cnnlab.info")
 
 
-class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Appends "(default: X)" only where the help does not already say its default and X is not empty."""
+DESCRIPTION = """\
+cnnlab runs the deep-learning-for-vision practical end to end and writes a report:
+(A) transfer learning with CNN features + SVM, (B) saliency maps, fooling images and class
+visualisation, (C) domain adaptation with DANN, (D) DCGAN and conditional DCGAN.
+The same commands work on your own images, models and domains."""
+
+EPILOG = """\
+start here:
+  cnnlab lab                       the whole practical on embedded data (no download), report in runs/lab/
+  cnnlab lab --data-root DATA      the same on the course's data (MNIST, BSDS500, 15 Scene, ImageNet images)
+  cnnlab COMMAND --help            every option of one command, with its default"""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Every option shows its default once: "(default: X)" is appended unless the help already names
+    its default or there is none to show (no value, a switch that is off, an empty string)."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        empty = action.default is None or action.default is False or action.default == argparse.SUPPRESS
+        empty = action.default in (None, False, "", argparse.SUPPRESS)
         if "default" in text or empty or not action.option_strings:
             return text
         return super()._get_help_string(action)
@@ -43,7 +57,8 @@ def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cnnlab", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="cnnlab", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"cnnlab {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress to the terminal")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -55,12 +70,33 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part is not built yet
             raise
         mod.add_commands(sub)
+    for child in _subparsers(parser):
+        child.formatter_class = HelpFormatter  # every command shows its defaults the same way
     return parser
+
+
+def _subparsers(parser: argparse.ArgumentParser):
+    """Every (sub)command's parser below ``parser``. Each records itself as ``_parser``, so that an
+    unknown flag is reported with the usage of the command it was given to (``cnnlab lab --bogus``)."""
+    parser.set_defaults(_parser=parser)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                yield child
+                yield from _subparsers(child)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    args, extra = parser.parse_known_args(argv)
+    command_parser = vars(args).pop("_parser", parser)
+    if extra:
+        command_parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     # The run folder's log.txt gets INFO; the terminal only warnings unless --verbose.
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.INFO if args.verbose else logging.WARNING)
@@ -74,17 +110,24 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         from cnnlab.allocator import retain_freed_memory
         from cnnlab.distributed import init_from_env
+        from cnnlab.runs import record_failure, runs_created
 
         retain_freed_memory()  # training loops re-allocate the same activations every step
+        first_run = len(runs_created)
         try:
             init_from_env()  # under torchrun: join the process group (no-op otherwise)
             result = args.func(args)
         except CnnlabError as e:
             print(f"error: {e}", file=sys.stderr)
+            record_failure(runs_created[first_run:], f"error: {e}")
             return 2
         except KeyboardInterrupt:
             print("interrupted; rerun with --resume to continue from the last checkpoint", file=sys.stderr)
+            record_failure(runs_created[first_run:], "interrupted (KeyboardInterrupt)")
             return 130
+        except Exception as e:
+            record_failure(runs_created[first_run:], f"failed: {type(e).__name__}: {e}")
+            raise
         return int(result or 0)
     finally:
         # main() may run many times in one process (tests, notebooks): a handler left behind would

@@ -6,7 +6,10 @@ from __future__ import annotations
 def _datasets(args) -> int:
     from cnnlab.data import sources
 
-    print(sources.__doc__.split("Names", 1)[1].split("\n", 1)[1].strip())
+    width = max(map(len, sources.DATASETS))
+    print("datasets (--dataset / --source / --target NAME):")
+    for name, what in sources.DATASETS.items():
+        print(f"  {name:{width}s}  {what}")
     return 0
 
 
@@ -40,6 +43,8 @@ def _layers(args) -> int:
 def add_commands(sub) -> None:
     sub.add_parser("datasets", help="list dataset names and layouts").set_defaults(func=_datasets)
     sub.add_parser("models", help="list model names").set_defaults(func=_models)
-    p = sub.add_parser("layers", help="list the layer names and aliases of a model")
-    p.add_argument("--arch", default="vgg16")
+    from cnnlab.cli import HelpFormatter
+
+    p = sub.add_parser("layers", help="list the layer names and aliases of a model", formatter_class=HelpFormatter)
+    p.add_argument("--arch", default="vgg16", help="model name (`cnnlab models` lists them)")
     p.set_defaults(func=_layers)

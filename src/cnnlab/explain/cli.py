@@ -361,9 +361,8 @@ def _cmd_attack(args) -> int:
             summaries.append(summarize(rows, name + ("-targeted" if targeted else "")))
             results[name] = res
             adv_rows[name] = to_pixels(bundle, res.images[:8])
-            adv_titles[name] = [_short(r["pred"], 14) + ("" if r["success"] else " (failed)") for r in rows[:8]]
+            adv_titles["original"], adv_titles[name] = figures.attack_titles(rows, 8)
         run.write_table("summary", summaries)
-        adv_titles["original"] = [_short(r["label"], 14) for r in rows[:8]]
         paths = [run.save_figure(figures.image_rows_figure(
             {"original": to_pixels(bundle, res.originals[:8]), **adv_rows}, adv_titles), "adversarial_examples")]
         if others:

@@ -109,6 +109,17 @@ def image_rows_figure(rows: Mapping[str, torch.Tensor], titles: Mapping[str, Seq
     return _mosaic(cells, row_labels=list(rows), suptitle=suptitle)
 
 
+def attack_titles(rows: Sequence[dict], n: int) -> tuple[list[str], list[str]]:
+    """Titles for an adversarial-examples figure from ``metrics.attack_table`` rows: the true class of
+    each original, and what the network predicts on each attacked image ("(failed)" where the attack
+    did not reach its goal)."""
+    from cnnlab.explain.inputs import short_name
+
+    originals = [short_name(r["label"], 14) for r in rows[:n]]
+    attacked = [short_name(r["pred"], 14) + ("" if r["success"] else " (failed)") for r in rows[:n]]
+    return originals, attacked
+
+
 def classviz_figure(snapshots: Sequence[tuple[int, torch.Tensor]], class_names: Sequence[str]) -> plt.Figure:
     """Rows: classes; columns: the snapshots (iteration numbers above the first row)."""
     cells = [[(_rgb(imgs[i]), f"it {it}" if i == 0 else "") for it, imgs in snapshots] for i in range(len(class_names))]

@@ -363,7 +363,7 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
     x, y = s.images[ids], s.labels[ids]
     steps = ctx.budget(20, 10, 2)
     tgt = random_targets(y, 1, len(a.categories or []) or 10, generator=g)[:, 0]
-    table, results = [], {}
+    table, results, attack_rows = [], {}, {}
     for targeted in (False, True):
         kw = dict(labels=y, targets=tgt if targeted else None)
         runs = {"FGSM": fgsm(a, x, eps=s.eps, **kw),
@@ -372,7 +372,8 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
                 "PGD L2": pgd(a, x, eps=s.eps_l2, alpha=s.eps_l2 / 5, steps=steps, norm="l2", generator=g, **kw)}
         for name, r in runs.items():
             label = f"{name} {'targeted' if targeted else 'untargeted'}"
-            table.append(summarize(attack_table(a, r), label))
+            attack_rows[label] = attack_table(a, r)
+            table.append(summarize(attack_rows[label], label))
             results[label] = (a, r)
     table.append(summ | {"attack": "fooling image (course, targeted, unbounded)"})
     run.write_table("attacks", table)
@@ -394,9 +395,12 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
         transfer_text = ""
     m = ctx.budget(6, 6, 3)
     ex = {k: to_pixels(a, v[1].images[:m]) for k, v in results.items() if "untargeted" in k}
+    titles = {k: figures.attack_titles(attack_rows[k], m)[1] for k in ex}
+    titles["original"] = figures.attack_titles(attack_rows["FGSM untargeted"], m)[0]
     f3 = run.save_figure(figures.image_rows_figure({"original": to_pixels(a, results["FGSM untargeted"][1].originals[:m]),
-                                                   **ex}), "B-Q7_attacks")
-    q7.figure(f3, "Untargeted adversarial images")
+                                                   **ex}, titles), "B-Q7_attacks")
+    q7.figure(f3, "Untargeted adversarial images; above each, the network's prediction on it "
+                  "(\"(failed)\": the attack did not change the class)")
     by = {r["attack"]: r for r in table}
     fg, pg = by["FGSM targeted"], by["PGD L∞ targeted"]
     q7.text(f"The course's method has no budget: it walks until the class flips, so its size varies per image, and it "

@@ -37,7 +37,9 @@ class Section:
         return self
 
     def figure(self, path: str | os.PathLike, caption: str = "") -> "Section":
-        self.blocks.append({"figure": str(path), "caption": caption})
+        # Absolute now: a relative path means "from the working directory", whatever --out was;
+        # save_sections stores it relative to the run folder, write_report relative to the report.
+        self.blocks.append({"figure": str(Path(path).resolve()), "caption": caption})
         return self
 
     @property
@@ -50,13 +52,8 @@ def save_sections(run_root: str | os.PathLike, sections: list[Section]) -> Path:
     root = Path(run_root).resolve()
     out = []
     for s in sections:
-        blocks = []
-        for b in s.blocks:
-            if "figure" in b:
-                p = Path(b["figure"])
-                p = p.resolve() if p.is_absolute() else (root / p).resolve()
-                b = {**b, "figure": os.path.relpath(p, root)}
-            blocks.append(b)
+        blocks = [{**b, "figure": os.path.relpath(_figure_file(s, b["figure"]), root)} if "figure" in b else b
+                  for b in s.blocks]
         out.append({"qid": s.qid, "title": s.title, "blocks": blocks})
     return write_json(root / "sections.json", out)
 
@@ -67,6 +64,21 @@ def load_sections(run_root: str | os.PathLike) -> list[Section]:
     if not p.exists():
         return []
     return [Section(d["qid"], d["title"], d["blocks"], str(root.resolve())) for d in read_json(p)]
+
+
+def _figure_file(s: Section, stored: str) -> Path:
+    """The file a figure block names: absolute as ``Section.figure`` stores it, or relative to the run
+    folder the section was loaded from (``sections.json``)."""
+    p = Path(stored)
+    return p if p.is_absolute() else Path(s.root).resolve() / p
+
+
+def link(target: str | os.PathLike, report_dir: str | os.PathLike) -> str:
+    """The one way cnnlab writes a link to a file: a URL relative to ``report_dir`` (forward slashes,
+    percent-encoded), so that spaces, '#', '%', '?' or non-ASCII letters in a folder or file name
+    cannot cut it (a browser reads '#…' as a fragment) and the report folder can be moved whole."""
+    rel = os.path.relpath(Path(target).resolve(), Path(report_dir).resolve())
+    return urllib.parse.quote(Path(rel).as_posix())
 
 
 # --------------------------------------------------------------------------- formatting
@@ -121,7 +133,8 @@ def _html_table(rows: list[dict], floatfmt: str) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c), floatfmt))}</td>" for c in cols) + "</tr>"
                    for r in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    # wide tables (17 columns) scroll sideways inside their box instead of being cut off by the page
+    return f'<div class="table-scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 _CSS = """body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
@@ -129,7 +142,7 @@ line-height:1.45;color:#222}nav{background:#f6f6f6;padding:.5em 1em;border-radiu
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#eee}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #ddd}figcaption{font-size:.9em;color:#555}
 h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}h3{margin-top:1.6em}code{background:#f3f3f3;padding:0 3px}
-.meta{color:#666;font-size:.9em}"""
+.meta{color:#666;font-size:.9em}.table-scroll{max-width:100%;overflow-x:auto}.table-scroll table{margin:.2em 0}"""
 
 PART_TITLES = {"A": "Part A: transfer learning by feature extraction", "B": "Part B: visualising networks",
                "C": "Part C: domain adaptation (DANN)", "D": "Part D: GANs (DCGAN, cDCGAN)"}
@@ -146,12 +159,6 @@ def write_report(out_dir: str | os.PathLike, sections: list[Section], *, title: 
     """Write ``report.md`` and ``report.html`` into ``out_dir``; figure paths become relative to it."""
     out_dir = Path(out_dir).resolve()
     sections = sorted(sections, key=lambda s: _qkey(s.qid))
-
-    def fig_path(s: Section, p: str) -> str:
-        """The figure's URL relative to the report: '#', '%', '?' or spaces in a folder or file
-        name would otherwise cut the link (a browser reads '#…' as a fragment)."""
-        full = Path(p) if Path(p).is_absolute() else Path(s.root or out_dir) / p
-        return urllib.parse.quote(Path(os.path.relpath(full.resolve(), out_dir)).as_posix())
 
     md = [f"# {title}", ""]
     if intro:
@@ -183,7 +190,7 @@ def write_report(out_dir: str | os.PathLike, sections: list[Section], *, title: 
                 md += [_md_table(b["table"], b.get("floatfmt", ".4g")), ""]
                 hb.append(_html_table(b["table"], b.get("floatfmt", ".4g")))
             elif "figure" in b:
-                rel = fig_path(s, b["figure"])
+                rel = link(_figure_file(s, b["figure"]), out_dir)
                 md += [f"![{b.get('caption', '')}]({rel})", ""]
                 if b.get("caption"):
                     md += [f"*{b['caption']}*", ""]

@@ -37,14 +37,15 @@ def _cmd_transfer(args) -> int:
     from cnnlab.runs import Run, resolve_device, seed_everything
     from cnnlab.transfer.study import TransferConfig, run_transfer
 
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    bundle = _bundle(args, device)
+    # every argument is checked before anything is downloaded, extracted or written
     Cs = list(_floats(args.C, "--C")) if args.C else None
     if Cs and len(set(Cs)) == 1 and "," not in args.C:
         Cs = Cs[:1]
     if Cs and min(Cs) <= 0:
         raise CnnlabError(f"--C {args.C}: every C must be > 0")
+    seed_everything(args.seed)
+    device = resolve_device(args.device)
+    bundle = _bundle(args, device)
     cfg = TransferConfig(dataset=args.dataset, arch=args.arch, weights=bundle.weights, mean=bundle.mean, std=bundle.std,
                          layers=[x for x in (args.layers or "").split(",") if x],
                          combos=[x for x in (args.combos or "").split(",") if x],
@@ -91,20 +92,21 @@ def _cmd_inspect(args) -> int:
             print(f"{r['layer']:32s} {r['type']:14s} {r.get('output', ''):>14s} {r['parameters']:>14,}")
         print(f"last layer {ll['layer']}: {ll['type']} with {ll['outputs']} outputs"
               + (f" (classes: {', '.join(bundle.categories[:3])}, …)" if bundle.categories else ""))
-        paths: list[Path] = []
+        paths: list[tuple[Path, str]] = []  # (file, the name shown: relative to the folder given)
         for item in args.images or []:
             p = Path(item)
             if p.is_dir():
-                paths += sorted(f for f in p.rglob("*") if f.suffix.lower() in IMG_EXTENSIONS)
+                paths += [(f, f.relative_to(p).as_posix()) for f in sorted(p.rglob("*"))
+                          if f.suffix.lower() in IMG_EXTENSIONS]
             elif p.is_file():
-                paths.append(p)
+                paths.append((p, p.name))
             else:
                 raise CnnlabError(f"--images {p}: no such file or folder")
         imgs, names = [], []
-        for p in paths[:args.max_images]:
+        for p, name in paths[:args.max_images]:
             try:
                 imgs.append(decode_image(p, bundle.input_size, bundle.in_channels))
-                names.append(p.name)
+                names.append(name)
             except ValueError as e:
                 print(f"skipped {p}: {e}")
         if imgs:
@@ -138,7 +140,7 @@ def add_commands(sub) -> None:
     p.add_argument("--head-epochs", type=int, default=60, help="new final layer on the frozen backbone (0: skip)")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tune the whole network (0: skip)")
     p.add_argument("--scratch-epochs", type=int, default=0, help="same network from scratch (0: skip)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=32, help="images per batch (extraction and training)")
     p.add_argument("--tta", default="none", choices=["none", "flip"], help="flip: average features with the mirror image's")
     p.add_argument("--spatial", default="avg", choices=["avg", "spp", "flatten"],
                    help="feature map -> vector: avg (mean over space), spp (mean over the whole map and over its "
@@ -158,6 +160,6 @@ def add_commands(sub) -> None:
     _model_args(q, "vgg16")
     q.add_argument("--images", nargs="*", help="image files or folders to classify")
     q.add_argument("-k", type=int, default=5, help="top-k")
-    q.add_argument("--max-images", type=int, default=16)
+    q.add_argument("--max-images", type=int, default=16, help="classify at most this many of --images")
     add_common(q, out_default="runs/inspect")
     q.set_defaults(func=_cmd_inspect)

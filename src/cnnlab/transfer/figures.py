@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
@@ -83,6 +84,10 @@ def learning_curve(rows: list[dict], title: str = "Test accuracy vs labelled exa
         rr = [r for r in rows if r["method"] == m]
         ax.plot([r["per_class"] for r in rr], [r["test_acc"] for r in rr], "-o", color=f"C{i}", label=m)
     ax.set_xscale("log")
+    # one plain label per measured size; a log axis's own minor labels (2x10^0, 3x10^0, ...) overlap
+    sizes = sorted({r["per_class"] for r in rows})
+    ax.set_xticks(sizes, [str(k) for k in sizes])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("labelled training images per class")
     ax.set_ylabel("test accuracy")
     ax.grid(alpha=.3)
@@ -98,21 +103,47 @@ def _show(ax, img: torch.Tensor):
 
 
 def topk_figure(images: torch.Tensor, preds: list[list[tuple[str, float]]], truths: list[str] | None = None):
-    """Each image with its top-k classes and probabilities (A-Q3)."""
+    """Each image beside a bar chart of its top-k classes (A-Q3); the true class, when known, is green."""
     n = len(images)
     cols = min(n, 4)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.9 * rows), squeeze=False)
+    k = max(len(p) for p in preds)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.2 * cols, 0.25 * k * rows + 1.6 * rows), squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 1.15] * cols})
     for ax in axes.flat:
         ax.axis("off")
-    for k, (img, pr) in enumerate(zip(images, preds)):
-        ax = axes.flat[k]
-        _show(ax, img)
-        text = "\n".join(f"{p * 100:5.1f}%  {name.split(',')[0][:28]}" for name, p in pr)
-        head = f"true: {truths[k].split(',')[0][:28]}\n" if truths else ""
-        ax.set_title(head + text, fontsize=7, loc="left", family="monospace")
+    for i, (img, pr) in enumerate(zip(images, preds)):
+        a_img, a_bar = axes[i // cols, 2 * (i % cols)], axes[i // cols, 2 * (i % cols) + 1]
+        _show(a_img, img)
+        truth = truths[i].split(",")[0] if truths else None
+        if truth is not None:
+            a_img.set_title(f"true: {truth[:24]}", fontsize=8)
+        names = [name.split(",")[0][:22] for name, _ in pr]
+        probs = [p for _, p in pr]
+        a_bar.axis("on")
+        a_bar.barh(range(len(pr)), probs, color=["C2" if nm == truth else "C0" for nm in names])
+        a_bar.set_yticks(range(len(pr)), names, fontsize=7)
+        a_bar.invert_yaxis()  # the top prediction on top
+        a_bar.set_xlim(0, 1)
+        a_bar.tick_params(axis="x", labelsize=6)
+        for j, p in enumerate(probs):
+            a_bar.text(min(p, 0.62) + 0.02, j, f"{p:.1%}", va="center", fontsize=6)
+        for side in ("top", "right"):
+            a_bar.spines[side].set_visible(False)
     fig.tight_layout()
     return fig
+
+
+def varied_examples(labels: torch.Tensor, n: int) -> list[int]:
+    """Indices of up to ``n`` examples that cover as many classes as possible: the first example of each
+    class in turn, then the second of each, and so on (a figure of eight zeros shows little)."""
+    by_class: dict[int, list[int]] = {}
+    for i, y in enumerate(labels.tolist()):
+        by_class.setdefault(int(y), []).append(i)
+    out: list[int] = []
+    for rank in range(max(map(len, by_class.values()), default=0)):
+        out += [idx[rank] for _, idx in sorted(by_class.items()) if rank < len(idx)]
+    return out[:n]
 
 
 def feature_maps(image: torch.Tensor, maps: torch.Tensor, title: str):

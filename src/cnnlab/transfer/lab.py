@@ -121,14 +121,15 @@ def _inspect_sections(ctx, run: Run, source, imnet) -> list[Section]:
     q3 = Section("A-Q3", "Top-5 predictions on images")
     q4 = Section("A-Q4", "Activation maps after the first convolution")
     test = load_dataset("mnist-embedded", "test")
-    imgs = test.images[:8]
+    shown = figures.varied_examples(test.labels, 8)  # eight different digits
+    imgs, labels = test.images[shown], test.labels[shown]
     preds = top_k(source, imgs, 5)
-    f = run.save_figure(figures.topk_figure(imgs, preds, [str(int(y)) for y in test.labels[:8]]), "top5_digits")
-    correct = sum(p[0][0] == str(int(y)) for p, y in zip(preds, test.labels[:8]))
+    f = run.save_figure(figures.topk_figure(imgs, preds, [str(int(y)) for y in labels]), "top5_digits")
+    correct = sum(p[0][0] == str(int(y)) for p, y in zip(preds, labels))
     q3.text(f"The pretrained digit CNN on 8 held-out MNIST digits: top-1 correct on {correct}/8; the mean top-1 "
             f"probability is {_pct(sum(p[0][1] for p in preds) / len(preds))}.").figure(f, "top-5 classes per image")
-    name, maps = first_conv_maps(source, test.images[0])
-    f = run.save_figure(figures.feature_maps(test.images[0], maps, f"digit CNN, {maps.shape[0]} maps after `{name}` + ReLU"),
+    name, maps = first_conv_maps(source, imgs[0])
+    f = run.save_figure(figures.feature_maps(imgs[0], maps, f"digit CNN, {maps.shape[0]} maps after `{name}` + ReLU"),
                         "conv1_maps_digit")
     q4.figure(f, "activation maps of the digit CNN's first convolution")
     active = (maps.flatten(1).amax(1) > 0).float().mean().item()

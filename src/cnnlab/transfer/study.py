@@ -76,6 +76,23 @@ def few_per_class(ds: ImageSet, per_class: int, seed: int) -> ImageSet:
     return ds.subset(keep, name=f"{ds.name}-{per_class}pc-s{seed}")
 
 
+def check_splits(dataset: str, train: ImageSet, test: ImageSet) -> None:
+    """What the SVM study needs, said before any feature is extracted: two classes in the train split,
+    two training images in each of them (the smallest cross-validation has 2 folds), a test split."""
+    if len(train) == 0 or len(test) == 0:
+        raise CnnlabError(f"dataset {dataset!r} has an empty {'train' if len(train) == 0 else 'test'} split; "
+                          "give it images in both (for a folder: DIR/<class>/*.jpg with several images per class)")
+    counts = np.bincount(train.labels.numpy(), minlength=len(train.classes))
+    present = [(c, int(n)) for c, n in zip(train.classes, counts) if n > 0]
+    if len(present) < 2:
+        only = f"only class {present[0][0]!r}" if present else "no labelled image"
+        raise CnnlabError(f"dataset {dataset!r}: the train split holds {only}; a classifier needs at least 2 "
+                          "classes (for a folder: one sub-folder per class, DIR/<class>/*.jpg)")
+    if short := [f"{c!r} ({n})" for c, n in present if n < 2]:
+        raise CnnlabError(f"dataset {dataset!r}: class(es) {', '.join(short)} have fewer than 2 training images; "
+                          "cross-validation needs at least 2 per class (add images, or use --per-class 2 or more)")
+
+
 def default_layers(arch: str, model) -> list[str]:
     """The model's default layer plus the course's comparison layers when the model has them."""
     aliases = layer_aliases(arch, model)
@@ -98,8 +115,7 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
     test = load_dataset(cfg.dataset, "test", data_root=cfg.data_root, size=bundle.input_size)
     if cfg.per_class:
         train = few_per_class(train.materialize(), cfg.per_class, cfg.seed)
-    if len(train) == 0 or len(test) == 0:
-        raise CnnlabError(f"dataset {cfg.dataset!r} has an empty train or test split")
+    check_splits(cfg.dataset, train, test)
     layers = cfg.layers or default_layers(cfg.arch, bundle.model)
     t0 = time.perf_counter()
     kw = dict(batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
