@@ -121,10 +121,30 @@ def test_source_only_and_target_only_report_per_epoch_metrics(tmp_path):
         assert "domain_acc" not in row and (tmp_path / method / "epoch001.pt").exists()
 
 
-def test_nan_loss_stops_cleanly_with_a_message(tmp_path):
+def test_nan_loss_stops_cleanly_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    """The loss turns NaN at the first step of epoch 2: training stops with a message, and the run
+    folder keeps epoch 1, finite, as its checkpoint (nothing of the diverged epoch is written)."""
+    cfg = _cfg(epochs=3)
+    steps_per_epoch = 48 // cfg.batch_size
+    calls = {"n": 0}
+    real = dann_mod.dann_losses
+
+    def nan_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        out = real(*a, **k)
+        if calls["n"] > steps_per_epoch:
+            out["class_loss"] = out["class_loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(dann_mod, "dann_losses", nan_in_epoch_2)
     with pytest.raises(TrainingDiverged, match="diverged"):
-        train_adapt(tiny_domains(), _cfg(lr=LRSchedule("constant", 1e6), epochs=3), out=tmp_path)
-    assert (tmp_path / "dann" / "checkpoint.pt").exists() or not list((tmp_path / "dann").glob("epoch*.pt"))
+        train_adapt(tiny_domains(), cfg, out=tmp_path)
+    folder = tmp_path / "dann"
+    assert sorted(p.name for p in folder.glob("epoch*.pt")) == ["epoch001.pt"]
+    ckpt = torch.load(folder / "checkpoint.pt", weights_only=False)
+    assert ckpt["epoch"] == 1 and ckpt["step"] == steps_per_epoch
+    weights = [v for v in ckpt["modules"]["net"].values() if v.is_floating_point()]
+    assert weights and all(torch.isfinite(v).all() for v in weights)
 
 
 def test_feature_extractor_is_the_course_order_conv_relu_pool():

@@ -2,13 +2,15 @@
 
 PyTorch's CPU tensors come from the C library's ``malloc``. glibc serves large blocks with ``mmap``
 and trims the heap as soon as they are freed, so a loop that frees and re-allocates the same
-activations every step or batch pays a page fault per 4 KiB page every time: thousands per DANN
-step (10–15% of its time), and ~540,000 per VGG16 batch of 32 images in Part A, whose 411 MB
-activations were above the 256 MB mmap threshold this module used to set: 1.2–1.4 s of kernel time
-in a 4.3 s batch. Serving every block from the heap (no ``mmap`` for ``malloc``) and keeping
-freed heap memory (a high trim threshold) makes glibc reuse those blocks, the CPU counterpart of a
-GPU caching allocator. The process keeps its high-water mark instead of returning memory between
-batches; the peak is unchanged.
+activations every step or batch pays a page fault per 4 KiB page every time. Serving every block
+from the heap (no ``mmap`` for ``malloc``) and keeping freed heap memory (a high trim threshold)
+makes glibc reuse those blocks, the CPU counterpart of a GPU caching allocator. The process keeps its
+high-water mark instead of returning memory between batches; the peak is unchanged.
+
+It changes ``malloc`` for the whole process, so the ``cnnlab`` command applies it only for the
+commands whose loops measured a gain (training and feature extraction: ``transfer``, ``adapt``,
+``gan``, ``lab``; the page-fault counts and times are in docs/checks/part_a.md and part_c.md).
+A Python program that drives those loops itself can call :func:`retain_freed_memory` once.
 """
 
 from __future__ import annotations

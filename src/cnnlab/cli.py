@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         from cnnlab.distributed import init_from_env
         from cnnlab.runs import record_failure, runs_created
 
-        retain_freed_memory()  # training loops re-allocate the same activations every step
+        if getattr(args, "retain_freed_memory", False):
+            # only the commands whose training loops or extraction measured a gain (docs/DEVELOPING.md):
+            # it changes malloc for the whole process, which a listing or `cnnlab report` has no use for
+            retain_freed_memory()
         first_run = len(runs_created)
         try:
             init_from_env()  # under torchrun: join the process group (no-op otherwise)

@@ -32,8 +32,11 @@ LAB_PARTS = (
 )
 
 
-@dataclass
+@dataclass(frozen=True)
 class LabContext:
+    """What every part of the lab is given: where to write, the seed and device, the data and model
+    the user named, and the budget mode."""
+
     out: Path
     seed: int = 0
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -119,21 +122,14 @@ def build_report(lab_root: str | Path) -> tuple[Path, Path]:
 
 
 # --------------------------------------------------------------------------- CLI
-def _parse_floats(s: str | None):
-    if s is None:
-        return None
-    vals = tuple(float(x) for x in s.split(","))
-    return vals * 3 if len(vals) == 1 else vals
-
-
 def _cmd_lab(args) -> int:
+    from cnnlab.options import model_options
     from cnnlab.runs import seed_everything
 
     seed_everything(args.seed)
     ctx = LabContext(out=Path(args.out), seed=args.seed, device=resolve_device(args.device),
                      data_root=Path(args.data_root) if args.data_root else None, download=args.download,
-                     quick=args.quick, dry_run=args.dry_run, resume=args.resume, arch=args.arch,
-                     weights=args.weights, mean=_parse_floats(args.mean), std=_parse_floats(args.std))
+                     quick=args.quick, dry_run=args.dry_run, resume=args.resume, **model_options(args))
     parts = args.parts.upper()
     if bad := set(parts) - set("ABCD"):
         raise CnnlabError(f"--parts {args.parts!r}: unknown part(s) {''.join(sorted(bad))}; use letters from ABCD")
@@ -150,17 +146,16 @@ def _cmd_report(args) -> int:
 
 def add_commands(sub) -> None:
     from cnnlab.cli import HelpFormatter, add_common
+    from cnnlab.options import add_model_args
 
     p = sub.add_parser("lab", help="run the whole practical and write report.html + report.md",
                        formatter_class=HelpFormatter)
     add_common(p, out_default="runs/lab")
     p.add_argument("--quick", action="store_true", help="smaller budgets (a few minutes in all)")
     p.add_argument("--parts", default="ABCD", help="which parts to run, e.g. AB")
-    p.add_argument("--arch", default=None, help="ImageNet model for parts A/B (default: VGG16/SqueezeNet when their weights are cached)")
-    p.add_argument("--weights", default=None, help="DEFAULT, or a .pth state dict for --arch")
-    p.add_argument("--mean", default=None, help="normalisation mean for a weights file, e.g. 0.5 or 0.485,0.456,0.406")
-    p.add_argument("--std", default=None, help="normalisation std for a weights file")
-    p.set_defaults(func=_cmd_lab)
+    add_model_args(p, arch=None, weights=None,
+                   what="ImageNet model for parts A and B (default: VGG16/SqueezeNet when their weights are cached)")
+    p.set_defaults(func=_cmd_lab, retain_freed_memory=True)
     r = sub.add_parser("report", help="rebuild report.html/report.md from a lab run folder")
     r.add_argument("run", help="the lab's --out folder")
     r.set_defaults(func=_cmd_report)

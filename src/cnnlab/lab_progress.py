@@ -3,7 +3,7 @@
 The parts need no special calls: every step of every part already logs to the ``cnnlab`` logger (a
 new run folder, a training epoch, a study), so a logging handler turns those records into progress
 lines. Time left comes from each part's expected duration in the chosen mode (measured by
-``benchmarks/bench_lab.py`` on a 2-core machine), scaled by how fast this machine has been so far.
+``benchmarks/bench_lab.py`` on a 2-core machine: docs/checks/lab.md), scaled by how fast this machine has been so far.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import logging
 import sys
 import time
 
-# Seconds per part on the 2-core reference machine (benchmarks/bench_lab.py), by mode.
-EXPECTED_SECONDS = {  # measured 2026-11-29: full 498 s, --quick 159 s in all
+# Seconds per part on the 2-core reference machine, by mode (benchmarks/bench_lab.py, docs/checks/lab.md).
+EXPECTED_SECONDS = {
     "full": {"A": 204.0, "B": 43.0, "C": 155.0, "D": 88.0},
     "quick": {"A": 61.0, "B": 35.0, "C": 32.0, "D": 22.0},
     "dry": {"A": 16.0, "B": 8.0, "C": 15.0, "D": 18.0},

@@ -134,7 +134,7 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     distributed.broadcast_modules(state.modules.values())
     hooks = distributed.attach_gradient_averaging(state.optimizers.values())
     try:
-        _epochs(state, epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc)
+        _epochs(state, _Loop(epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc))
     finally:
         for h in hooks:
             h.remove()
@@ -142,7 +142,24 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     return state
 
 
-def _epochs(state, epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc) -> None:
+@dataclass(frozen=True)
+class _Loop:
+    """What ``fit`` was asked to run (see its arguments)."""
+
+    epochs: int
+    batches: Callable[[TrainState], Iterable]
+    step: Callable[[TrainState, Any], dict[str, float]]
+    evaluate: Callable[[TrainState], dict[str, float]] | None
+    ckpt: Path | None
+    log_steps: bool
+    on_epoch_end: Callable[[TrainState, dict], None] | None
+    max_abs_loss: float
+    desc: str
+
+
+def _epochs(state: TrainState, loop: _Loop) -> None:
+    epochs, batches, step, evaluate, ckpt = loop.epochs, loop.batches, loop.step, loop.evaluate, loop.ckpt
+    log_steps, on_epoch_end, max_abs_loss, desc = loop.log_steps, loop.on_epoch_end, loop.max_abs_loss, loop.desc
     while state.epoch < epochs:
         t0 = time.perf_counter()
         state.train()

@@ -181,7 +181,7 @@ def add_commands(sub) -> None:
                    help="the label-free rule that picks the epoch self-training starts from (never target labels); "
                         "last (default): on real MNIST-M, source validation accuracy picks an early DANN epoch")
     p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)} (default: none)")
-    p.set_defaults(func=_cmd_adapt)
+    p.set_defaults(func=_cmd_adapt, retain_freed_memory=True)
 
     m = sub.add_parser("mnistm", help="build MNIST-M (seeded, cached) from digits and photographs",
                        formatter_class=HelpFormatter)

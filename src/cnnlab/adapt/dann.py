@@ -29,7 +29,7 @@ from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt import selection
 from cnnlab.data import gather_batches, index_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.precision import PRECISIONS, autocast as precision_autocast, fused_optimizer, use_bf16
+from cnnlab.precision import PRECISIONS, autocast_for, fused_optimizer
 from cnnlab.runs import save_torch
 from cnnlab.train import TrainState, fit
 
@@ -83,15 +83,11 @@ class AdaptResult:
         return net.eval()
 
 
-def autocast(precision: str, device: torch.device):
-    return precision_autocast(device, use_bf16(precision, device))
-
-
 def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, lambda_: float | None,
                 precision: str = "fp32") -> dict[str, torch.Tensor]:
     """Label and domain losses of one DANN batch (preprocessed inputs). ``lambda_=None``: no GRL."""
     b = xs.shape[0]
-    with autocast(precision, xs.device):
+    with autocast_for(precision, xs.device):
         f = net.features(torch.cat([xs, xt]))  # (Bs+Bt, 2352): one pass for both domains
         logits = net.classifier(f[:b])  # (Bs, C)
         d_logits = net.domain_logits(f, lambda_)  # (Bs+Bt,)
@@ -104,7 +100,7 @@ def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tens
 
 
 def class_loss(net: DANNNet, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
-    with autocast(precision, x.device):
+    with autocast_for(precision, x.device):
         logits = net(x)
     loss = F.cross_entropy(logits.float(), y)
     return {"class_loss": loss, "class_acc": (logits.argmax(1) == y).float().mean()}
@@ -121,7 +117,7 @@ def features_and_logits(net: DANNNet, images: torch.Tensor, *, batch_size: int =
     with torch.inference_mode():
         for s in range(0, len(images), batch_size):
             x = preprocess(images[s:s + batch_size].to(dev))
-            with autocast(precision, dev):
+            with autocast_for(precision, dev):
                 f = net.features(x)
                 ls.append(net.classifier(f).float().cpu())
                 ds.append(net.domain_logits(f, None).float().cpu())

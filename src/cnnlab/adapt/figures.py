@@ -6,20 +6,12 @@ import numpy as np
 import torch
 
 from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
+from cnnlab.plotting import pyplot
 
 
 def domain_samples_figure(source: torch.Tensor, target: torch.Tensor, *, n: int = 12, titles=("source", "target")):
     """Two rows of uint8 images (N×C×H×W): ``n`` evenly spaced images of each domain."""
-    plt = _plt()
+    plt = pyplot()
     source, target = (x[np.linspace(0, len(x) - 1, min(n, len(x))).round().astype(int)] for x in (source, target))
     fig, axes = plt.subplots(2, n, figsize=(n * 0.9, 2.1))
     for row, (imgs, title) in enumerate(zip((source, target), titles)):
@@ -39,7 +31,7 @@ def domain_samples_figure(source: torch.Tensor, target: torch.Tensor, *, n: int 
 def curves_figure(histories: dict[str, list[dict]], *, keys=("source_test_acc", "target_test_acc", "domain_acc"),
                   titles=None):
     """One panel per metric, one line per run (x = epoch)."""
-    plt = _plt()
+    plt = pyplot()
     titles = titles or {"source_test_acc": "source test accuracy", "target_test_acc": "target test accuracy",
                         "domain_acc": "domain classifier accuracy (0.5 = confused)",
                         "class_loss": "label loss (train)", "domain_loss": "domain loss (train)"}
@@ -61,7 +53,7 @@ def curves_figure(histories: dict[str, list[dict]], *, keys=("source_test_acc", 
 
 def schedules_figure(schedules: list[LambdaSchedule], lr: LRSchedule, *, epochs: int = 20):
     """The GRL factor λ(p) of each schedule and the learning rate, per step and per epoch."""
-    plt = _plt()
+    plt = pyplot()
     p = np.linspace(0, 1, 401)
     fig, (a, b) = plt.subplots(1, 2, figsize=(8.5, 3.0))
     for s in schedules:
@@ -83,7 +75,7 @@ def schedules_figure(schedules: list[LambdaSchedule], lr: LRSchedule, *, epochs:
 
 def tsne_figure(embeddings: dict[str, dict]):
     """One panel per model: 2-d t-SNE points, source vs target by colour, digit class by marker text."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(embeddings), figsize=(5.0 * len(embeddings), 4.6), squeeze=False)
     for ax, (name, e) in zip(axes[0], embeddings.items()):
         xy, dom, lab = np.asarray(e["xy"]), np.asarray(e["domain"]), np.asarray(e["labels"])
@@ -103,7 +95,7 @@ def tsne_figure(embeddings: dict[str, dict]):
 
 def rounds_figure(rounds: dict[str, list[dict]]):
     """Pseudo-labelling: target test accuracy and pseudo-label precision per round."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, rows in rounds.items():
         ax.plot([r["round"] for r in rows], [r["target_test_acc"] for r in rows], marker="o", label=f"{name}: target test acc")

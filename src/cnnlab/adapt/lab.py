@@ -17,14 +17,10 @@ from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
 from cnnlab.adapt.selection import CRITERIA
 from cnnlab.adapt.studies import run_studies
-from cnnlab.report import Section
+from cnnlab.report import Section, pct
 from cnnlab.runs import Run
 
 log = logging.getLogger("cnnlab")
-
-
-def _pct(x) -> str:
-    return "n/a" if x is None else f"{100 * x:.1f}%"
 
 
 def lab_config(ctx) -> tuple[ProtocolConfig, int | None, int]:
@@ -68,8 +64,8 @@ def _run(ctx, run: Run) -> list[Section]:
     secs.append(s)
 
     s = Section("C-results", "Source-only, DANN and target-only, with label-free model selection")
-    s.text(f"Target test accuracy at the last epoch: source-only {_pct(so.get('target test acc (last)'))}, DANN "
-           f"{_pct(da.get('target test acc (last)'))}, target-only oracle {_pct(to.get('target test acc (last)'))}. "
+    s.text(f"Target test accuracy at the last epoch: source-only {pct(so.get('target test acc (last)'))}, DANN "
+           f"{pct(da.get('target test acc (last)'))}, target-only oracle {pct(to.get('target test acc (last)'))}. "
            "Columns 'picked by …' choose the epoch without target labels (source validation accuracy; DEV, "
            "importance-weighted source validation loss, You et al. 2019; target entropy); the ORACLE column picks "
            "the best epoch on the target test labels and is an upper bound, not a usable rule.")
@@ -81,16 +77,16 @@ def _run(ctx, run: Run) -> list[Section]:
     q1 = st["no-grl"]["rows"]
     s = Section("C-Q1", "Without the gradient reversal layer")
     s.text(f"Same network and losses, but the domain head's gradient reaches the features unreversed: the features "
-           f"become *more* domain-specific. Domain accuracy (last epoch) {_pct(q1[0]['domain acc (last)'])} without "
-           f"GRL vs {_pct(q1[1]['domain acc (last)'])} with it; target test accuracy "
-           f"{_pct(q1[0]['target test acc (last)'])} vs {_pct(q1[1]['target test acc (last)'])}.")
+           f"become *more* domain-specific. Domain accuracy (last epoch) {pct(q1[0]['domain acc (last)'])} without "
+           f"GRL vs {pct(q1[1]['domain acc (last)'])} with it; target test accuracy "
+           f"{pct(q1[0]['target test acc (last)'])} vs {pct(q1[1]['target test acc (last)'])}.")
     s.table(q1)
     s.figure(st["no-grl"]["figure"], "no GRL vs DANN")
     secs.append(s)
 
     s = Section("C-Q2", "Why the source accuracy drops a bit")
-    s.text(f"Source test accuracy: source-only {_pct(so.get('source test acc (last)'))}, DANN "
-           f"{_pct(da.get('source test acc (last)'))}. DANN's features must also fool the domain classifier, so "
+    s.text(f"Source test accuracy: source-only {pct(so.get('source test acc (last)'))}, DANN "
+           f"{pct(da.get('source test acc (last)'))}. DANN's features must also fool the domain classifier, so "
            "the feature extractor gives up source-specific cues that helped the label predictor (a trade-off "
            "between the two losses; the label head also sees a changing representation as λ grows).")
     secs.append(s)
@@ -99,7 +95,7 @@ def _run(ctx, run: Run) -> list[Section]:
     s = Section("C-Q3", "Influence of the GRL factor λ")
     s.text("λ constant at 1 from the first step pushes adversarial gradients through features that carry no "
            "label information yet; the schedule 2/(1+e^(−γp))−1 starts at 0 and grows (γ = 2 reaches 0.76, "
-           "γ = 10 reaches 1 early). " + "; ".join(f"{r['variant']}: target {_pct(r['target test acc (last)'])}"
+           "γ = 10 reaches 1 early). " + "; ".join(f"{r['variant']}: target {pct(r['target test acc (last)'])}"
                                                    for r in q3) + ".")
     s.table(q3)
     s.figure(st["lambda"]["figure"], "per-epoch curves per λ schedule")
@@ -116,7 +112,7 @@ def _run(ctx, run: Run) -> list[Section]:
         s.table([{k: r.get(k) for k in ("round", "pseudo_labels", "coverage", "pseudo_label_acc", "source_val_acc",
                                         "target_test_acc")} for r in rr], caption=name)
         first, last = rr[0]["target_test_acc"], rr[-1]["target_test_acc"]
-        s.text(f"{name}: target test accuracy {_pct(first)} → {_pct(last)} "
+        s.text(f"{name}: target test accuracy {pct(first)} → {pct(last)} "
                f"({'helps' if last > first else 'does not help'} here).")
     if "pseudo" in out["figures"]:
         s.figure(out["figures"]["pseudo"], "accuracy per round")

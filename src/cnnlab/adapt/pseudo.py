@@ -21,12 +21,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from cnnlab.adapt.dann import Evaluator, autocast, features_and_logits
+from cnnlab.adapt.dann import Evaluator, features_and_logits
 from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.data import gather_batches, index_batches
 from cnnlab.errors import CnnlabError
-from cnnlab.precision import fused_optimizer
+from cnnlab.precision import autocast_for, fused_optimizer
 from cnnlab.runs import read_json, save_torch, write_json
 from cnnlab.train import TrainState, fit
 
@@ -115,7 +115,7 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
         def step(st: TrainState, batch) -> dict[str, float]:
             xs, ys, xt, yt = batch
             x = torch.cat([preprocess(xs.to(device)), preprocess(xt.to(device))])
-            with autocast(config.precision, device):
+            with autocast_for(config.precision, device):
                 logits = net(x)
             loss_s = F.cross_entropy(logits[:len(xs)].float(), ys.to(device))
             loss_t = F.cross_entropy(logits[len(xs):].float(), yt.to(device))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,15 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from cnnlab.errors import CnnlabError
+
+
+@dataclass
+class Skipped:
+    """A file that was left out, and why (counted in the run's metrics)."""
+
+    path: str
+    reason: str
+
 
 IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 MIN_SIDE = 8  # smaller images carry no usable content after resizing to a CNN's input
@@ -85,8 +95,6 @@ def scan_folder(root: str | os.PathLike, *, what: str = "image folder"):
     Non-image files are skipped (and reported); an empty class folder or a folder with no class
     subfolders is an error, since a class with no example cannot be learned or scored.
     """
-    from cnnlab.data.imageset import Skipped
-
     root = Path(root)
     if not root.is_dir():
         raise CnnlabError(f"{what} {root} does not exist or is not a folder; expected layout {root}/<class>/<image>.jpg")

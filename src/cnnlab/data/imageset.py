@@ -21,13 +21,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-
-@dataclass
-class Skipped:
-    """A file that was left out, and why (counted in the run's metrics)."""
-
-    path: str
-    reason: str
+from cnnlab.data.decode import DecodeDataset, Skipped, collate_decoded, decode_image
 
 
 class ImageSet:
@@ -129,7 +123,6 @@ class FolderImageSet(ImageSet):
     def batches(self, batch_size: int, *, num_workers: int = 0, progress: str | None = None):
         from torch.utils.data import DataLoader
 
-        from cnnlab.data.decode import DecodeDataset, collate_decoded
         from cnnlab.progress import progress_bar
 
         ds = DecodeDataset(self.files, self.labels, self.size, self.channels)
@@ -141,7 +134,6 @@ class FolderImageSet(ImageSet):
             yield imgs, ys
 
     def materialize(self) -> TensorImageSet:
-        from cnnlab.data.decode import decode_image
         from cnnlab.progress import progress_bar
 
         imgs, ys, files = [], [], []

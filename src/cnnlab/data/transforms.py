@@ -48,10 +48,10 @@ def gather_batches(indices: Iterable[torch.Tensor], *tensors: torch.Tensor, chun
     """``tuple(t[idx] for t in tensors)`` for each index batch, gathered up to ``chunk`` batches at a time.
 
     Every row of a random batch is a cache and TLB miss in a large in-memory set, and right after
-    a training step little else overlaps them: a DANN step's 64 MNIST + 64 MNIST-M rows took 1.5 ms
-    drawn one batch at a time, 0.4 ms drawn 64 batches per ``index_select``
-    (benchmarks/bench_gather_batches.py). A group holds at most ``max_bytes`` of rows (but at least
-    one batch), so large images (224×224 photos: 150 KB a row) are copied a batch at a time, as before.
+    a training step little else overlaps them; one ``index_select`` for many batches amortises the
+    misses (benchmarks/bench_gather_batches.py measures both ways). A group holds at most
+    ``max_bytes`` of rows (but at least one batch), so large images (224×224 photos: 150 KB a row)
+    are copied a batch at a time.
     The batches are the same (views of the group, in order), and no random number is drawn here.
     """
     row_bytes = sum(t[0].numel() * t.element_size() for t in tensors if len(t)) or 1

@@ -8,12 +8,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 
 def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
     from cnnlab.generate.networks import MODELS
     from cnnlab.generate.steps import G_LOSSES
-    from cnnlab.generate.train import PRECISIONS, GANConfig
+    from cnnlab.generate.train import GANConfig
+    from cnnlab.precision import PRECISIONS
 
     d = GANConfig()
     g = p.add_argument_group("GAN settings (the course's defaults)")
@@ -68,8 +70,8 @@ def _base_config(args):
 def _dry(cfg, args):
     """--dry-run: the whole command on a tiny budget (256 images, 1 epoch, 200 judged samples)."""
     if args.dry_run:
-        cfg.subset, cfg.epochs, cfg.eval_samples = min(cfg.subset or 256, 256), 1, 200
-        cfg.batch_size, cfg.judge_epochs = min(cfg.batch_size, 64), 1
+        cfg = replace(cfg, subset=min(cfg.subset or 256, 256), epochs=1, eval_samples=200,
+                      batch_size=min(cfg.batch_size, 64), judge_epochs=1)
     return cfg
 
 
@@ -80,7 +82,7 @@ def _cmd_train(args) -> int:
     cfg = config_from(_base_config(args), model=args.model, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr_d=args.lr_d,
                       lr_g=args.lr_g, beta1=args.beta1, g_loss=args.g_loss, init=args.init,
                       cond_d=not args.no_y_in_d)
-    _dry(cfg, args)
+    cfg = _dry(cfg, args)
     seed_everything(args.seed)
     res = train_gan(cfg, out=args.out, seed=args.seed, device=args.device, data_root=args.data_root,
                     download=args.download, resume=args.resume)
@@ -118,7 +120,7 @@ def add_commands(sub) -> None:
     t = gsub.add_parser("train", help="train a DCGAN or cDCGAN, judge its samples (run folder with figures)")
     add_common(t, out_default="runs/gan")
     _add_settings(t)
-    t.set_defaults(func=_cmd_train)
+    t.set_defaults(func=_cmd_train, retain_freed_memory=True)
 
     from cnnlab.generate.studies import VARIANTS
 
@@ -129,4 +131,4 @@ def add_commands(sub) -> None:
     _add_settings(s, sweep=True)
     s.add_argument("--variants", default="default,narrow,wide,pytorch-init,saturating,nz10,nz1000",
                    help="comma-separated variant names (below), or all")
-    s.set_defaults(func=_cmd_sweep)
+    s.set_defaults(func=_cmd_sweep, retain_freed_memory=True)

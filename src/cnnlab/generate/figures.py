@@ -9,11 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cnnlab.plotting import pyplot
 from cnnlab.runs import atomic_write_bytes
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Generator output in [−1, 1] (or uint8) → uint8 B×C×H×W."""
+def gan_range_to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Generator output in [−1, 1] (or uint8) → uint8 B×C×H×W (the inverse of ``train.to_gan_range``)."""
     if images.dtype == torch.uint8:
         return images
     return ((images.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
@@ -23,7 +24,7 @@ def grid_array(images: torch.Tensor, nrow: int, pad: int = 2) -> np.ndarray:
     """uint8 H×W×3 mosaic with ``nrow`` images per row."""
     from torchvision.utils import make_grid
 
-    x = to_uint8(images)
+    x = gan_range_to_uint8(images)
     if x.shape[1] == 1:
         x = x.expand(-1, 3, -1, -1)
     g = make_grid(x, nrow=nrow, padding=pad, pad_value=255)  # 3×H×W uint8
@@ -48,17 +49,8 @@ def write_gif(path: str | Path, frames: list[np.ndarray], ms_per_frame: int = 25
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def samples_figure(images: torch.Tensor, *, nrow: int = 8, title: str = ""):
-    plt = _plt()
+    plt = pyplot()
     arr = grid_array(images, nrow)
     fig, ax = plt.subplots(figsize=(arr.shape[1] / 60, arr.shape[0] / 60 + 0.3))
     ax.imshow(arr)
@@ -70,7 +62,7 @@ def samples_figure(images: torch.Tensor, *, nrow: int = 8, title: str = ""):
 
 def progress_strip_figure(snapshots: list[tuple[int, torch.Tensor]], *, per_row: int = 8, max_rows: int = 10):
     """Rows = fixed-noise samples at successive steps (evenly chosen), the same z in each column."""
-    plt = _plt()
+    plt = pyplot()
     if len(snapshots) > max_rows:
         keep = np.unique(np.linspace(0, len(snapshots) - 1, max_rows).round().astype(int))
         snapshots = [snapshots[i] for i in keep]
@@ -96,7 +88,7 @@ def _smooth(v: np.ndarray, k: int) -> np.ndarray:
 
 def curves_figure(step_rows: list[dict], *, title: str = ""):
     """Left: D and G losses per step; right: mean D(x) and mean D(G(z)) per step (raw + moving average)."""
-    plt = _plt()
+    plt = pyplot()
     steps = np.array([r["step"] for r in step_rows])
     k = max(1, len(steps) // 50)
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
@@ -120,7 +112,7 @@ def curves_figure(step_rows: list[dict], *, title: str = ""):
 def conditional_grid_figure(images: torch.Tensor, *, n_z: int, classes: list[str], title: str = ""):
     """The course's final test: one row per class, one column per noise vector z.
     ``images`` is ordered class-major (class 0 for every z, then class 1, ...)."""
-    plt = _plt()
+    plt = pyplot()
     arr = grid_array(images, n_z, pad=1)
     fig, ax = plt.subplots(figsize=(n_z * 0.5 + 0.6, len(classes) * 0.5 + 0.5))
     ax.imshow(arr)
@@ -133,7 +125,7 @@ def conditional_grid_figure(images: torch.Tensor, *, n_z: int, classes: list[str
 
 def class_histogram_figure(hists: dict[str, list[int]], classes: list[str]):
     """Predicted-class histograms (judge), one bar group per run."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 2.8))
     width = 0.8 / max(1, len(hists))
     x = np.arange(len(classes))
@@ -151,7 +143,7 @@ def class_histogram_figure(hists: dict[str, list[int]], classes: list[str]):
 
 def comparison_figure(rows: list[tuple[str, torch.Tensor]], *, per_row: int = 10, title: str = ""):
     """One row of samples per variant, its label (with its metrics) on the left."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(len(rows), 1, figsize=(per_row * 0.6 + 2.8, len(rows) * 0.7 + 0.4), squeeze=False)
     for ax, (label, imgs) in zip(axes[:, 0], rows):
         ax.imshow(grid_array(imgs[:per_row], per_row, pad=1))
@@ -166,7 +158,7 @@ def comparison_figure(rows: list[tuple[str, torch.Tensor]], *, per_row: int = 10
 
 def epoch_metrics_figure(history: list[dict]):
     """Judge metrics per epoch (each checkpoint): Fréchet distance, entropy, confidence."""
-    plt = _plt()
+    plt = pyplot()
     ep = [r["epoch"] for r in history]
     fig, axes = plt.subplots(1, 3, figsize=(10, 2.8))
     for ax, key in zip(axes, ("frechet", "class_entropy", "confidence")):

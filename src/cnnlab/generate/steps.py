@@ -14,11 +14,18 @@ the Sigmoid output, without log(0) when D saturates.
 
 from __future__ import annotations
 
+import contextlib
+from typing import Callable, ContextManager
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 G_LOSSES = ("non-saturating", "saturating")
+
+# The forward passes' context (bf16 autocast, or nothing): backward and the optimiser step run
+# outside it, as autocast's documentation asks (their dtypes follow the forward's).
+Forward = Callable[[], ContextManager]
 
 
 def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tensor:
@@ -28,12 +35,14 @@ def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tens
 
 
 def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
-           y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None) -> dict[str, float]:
+           y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None, *,
+           forward: Forward = contextlib.nullcontext) -> dict[str, float]:
     """One update of D on a real batch and a generated batch (``fake`` is detached here, so G is
     untouched). Returns the D loss, mean D(x) and mean D(G(z)) before the update."""
     opt_d.zero_grad(set_to_none=True)
-    out_real = _logits(D, real, y)  # (B,)
-    out_fake = _logits(D, fake.detach(), y if y_fake is None else y_fake)  # (B,)
+    with forward():
+        out_real = _logits(D, real, y)  # (B,)
+        out_fake = _logits(D, fake.detach(), y if y_fake is None else y_fake)  # (B,)
     # two BCE terms, each a mean over its batch (the course's errD_real + errD_fake)
     loss = (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
             + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
@@ -52,7 +61,7 @@ def generator_loss(logits_fake: torch.Tensor, kind: str = "non-saturating") -> t
 
 
 def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, y: torch.Tensor | None = None,
-           *, loss: str = "non-saturating") -> dict[str, float]:
+           *, loss: str = "non-saturating", forward: Forward = contextlib.nullcontext) -> dict[str, float]:
     """One update of G through D (``fake = G(z)`` must carry G's graph). D's parameters are frozen
     for the backward pass, so D is neither updated nor charged for weight gradients."""
     frozen = [p for p in D.parameters() if p.requires_grad]
@@ -60,7 +69,8 @@ def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, y: to
         p.requires_grad_(False)
     try:
         opt_g.zero_grad(set_to_none=True)
-        out = _logits(D, fake, y)  # (B,), D as just updated by d_step
+        with forward():
+            out = _logits(D, fake, y)  # (B,), D as just updated by d_step
         lg = generator_loss(out, loss)
         lg.backward()
         opt_g.step()

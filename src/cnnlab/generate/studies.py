@@ -24,7 +24,7 @@ from cnnlab.runs import Run, resolve_device
 log = logging.getLogger("cnnlab")
 
 
-@dataclass
+@dataclass(frozen=True)
 class Variant:
     help: str
     question: str

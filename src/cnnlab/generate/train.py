@@ -15,11 +15,13 @@ The run folder gets ``steps.csv`` (per step: D loss, G loss, mean D(x), mean D(G
 
 from __future__ import annotations
 
+import functools
+
 import logging
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,17 +33,15 @@ from cnnlab.generate import figures
 from cnnlab.generate.judge import DIGIT_CLASSES, Judge, RealReference, judge_metrics, load_judge, real_reference
 from cnnlab.generate.networks import MODELS, build_gan, count_parameters
 from cnnlab.generate.steps import G_LOSSES, d_step, g_step
-from cnnlab.precision import autocast, memory_format, use_bf16
+from cnnlab.precision import PRECISIONS, autocast, memory_format, use_bf16
 from cnnlab.runs import Run, resolve_device, write_csv
 
 log = logging.getLogger("cnnlab")
 
-PRECISIONS = ("auto", "fp32", "bf16")
 
-
-@dataclass
+@dataclass(frozen=True)
 class GANConfig:
-    """The course's defaults (PRACTICAL.md Part D) unless overridden."""
+    """The course's defaults (PRACTICAL.md Part D) unless overridden; checked when built."""
 
     model: str = "dcgan"  # dcgan | cdcgan
     dataset: str = "mnist-embedded"  # any load_dataset name, cifar10, imagefolder:PATH
@@ -65,6 +65,9 @@ class GANConfig:
     judge_epochs: int = 8  # the shared cached classifier; dry runs use 1
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, else fp32
     max_loss: float = 1e3  # a loss above this counts as exploding: stop, keep the last good checkpoint
+
+    def __post_init__(self):
+        self.validate()
 
     def validate(self) -> "GANConfig":
         if self.model not in MODELS:
@@ -246,15 +249,39 @@ def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | t
     if not resume:  # a fresh run: drop what an older run left in this folder
         ckpt.unlink(missing_ok=True)
         shutil.rmtree(progress_dir, ignore_errors=True)
+    session = _Session(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume,
+                       figures)
     try:
-        return _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, figures)
+        return _train(session)
     finally:
         run.close()
 
 
-def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw) -> GANRun:
+@dataclass(frozen=True)
+class _Session:
+    """Everything one training run of ``train_gan`` works with, resolved before it starts."""
+
+    cfg: GANConfig
+    run: Run
+    ckpt: Path
+    progress_dir: Path
+    data: GANData
+    judge: Judge
+    reference: RealReference
+    device: torch.device
+    bf16: bool
+    every: int  # steps between fixed-noise grids
+    seed: int
+    resume: bool
+    draw: bool  # matplotlib figures
+
+
+def _train(session: _Session) -> GANRun:
     from cnnlab.data import gather_batches, index_batches
     from cnnlab.train import TrainState, fit
+
+    cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw = (
+        getattr(session, f.name) for f in fields(session))
 
     num_classes = len(data.classes)
     torch.manual_seed(seed)
@@ -290,7 +317,7 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
         # the strip keeps one sample of each of the first 8 columns (cDCGAN: class 0..7 of z0..z7)
         pick = imgs[:8] if not cond else imgs[torch.arange(8) % num_classes * 15 + torch.arange(8) % 15]
         state.extra["strip_steps"].append(step)
-        state.extra["strip"].append(figures.to_uint8(pick))
+        state.extra["strip"].append(figures.gan_range_to_uint8(pick))
 
     def step(st, batch):
         x_u8, y = batch
@@ -301,10 +328,11 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
         z = distributed.shard(torch.randn(cfg.batch_size, cfg.nz, generator=st.generator)).to(device)
         y_fake = distributed.shard(torch.randint(0, num_classes, (cfg.batch_size,), generator=st.generator)).to(device) \
             if cond else None
-        with autocast(device, bf16):
+        forward = functools.partial(autocast, device, bf16)
+        with forward():
             fake = G(z, y_fake)  # one generated batch for both steps, as in the course
-            out = d_step(D, opt_d, real, fake, y, y_fake)
-            out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss))
+        out = d_step(D, opt_d, real, fake, y, y_fake, forward=forward)
+        out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss, forward=forward))
         if (st.step + 1) % st.extra["sample_every"] == 0:  # st.step counts the steps before this one
             snapshot(st.step + 1)
         return out
@@ -332,22 +360,24 @@ def _train(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, e
     except TrainingDiverged as e:
         status = f"diverged: {e}"
         run.log_metrics(status=status)
-        _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
-                       train_seconds=time.perf_counter() - t0 - eval_seconds[0], steps_run=state.step - steps_before, final=False,
-                       draw=draw)
+        _write_outputs(session, state, G, nrow, eval_z, eval_y, train_seconds=time.perf_counter() - t0 - eval_seconds[0],
+                       steps_run=state.step - steps_before, final=False)
         raise
     seconds = time.perf_counter() - t0 - eval_seconds[0]
     if not state.extra["strip_steps"] or state.extra["strip_steps"][-1] != state.step:
         snapshot(state.step)  # the final grid
-    metrics = _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y,
-                             train_seconds=seconds, steps_run=state.step - steps_before, final=True, draw=draw)
+    metrics = _write_outputs(session, state, G, nrow, eval_z, eval_y, train_seconds=seconds,
+                             steps_run=state.step - steps_before, final=True)
     metrics = run.log_metrics(status=status)
     return GANRun(run.root, metrics, G, D, cfg, list(state.history))
 
 
-def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond, eval_z, eval_y, *,
-                   train_seconds: float, steps_run: int, final: bool, draw: bool = True) -> dict:
+def _write_outputs(session: _Session, state, G, nrow, eval_z, eval_y, *, train_seconds: float, steps_run: int,
+                   final: bool) -> dict:
     """steps.csv, per-epoch table, metrics.json and the figures (also after a divergence)."""
+    run, cfg, judge, reference, data, bf16 = (session.run, session.cfg, session.judge, session.reference,
+                                              session.data, session.bf16)
+    cond = cfg.model == "cdcgan"
     write_csv(run.root / "steps.csv", state.step_log)  # not mirrored in metrics.json: one row per step
     if state.history:
         run.write_table("per_epoch", state.history)
@@ -367,7 +397,7 @@ def _write_outputs(run, cfg, state, G, judge, reference, data, bf16, nrow, cond,
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:len(eval_z)]
         metrics["real"] = judge_metrics(judge, data.train[pick], reference, digits=data.digits)
         fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
-    if draw:
+    if session.draw:
         _draw(run, cfg, state, data, metrics.get("final", {}), fake, fixed, nrow, cond)
     return run.log_metrics(**metrics)
 

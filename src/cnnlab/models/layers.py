@@ -13,7 +13,7 @@ Grad-CAM maps such a node back to the module (:func:`output_module`).
 
 from __future__ import annotations
 
-import functools
+import weakref
 
 import torch.nn as nn
 
@@ -60,17 +60,18 @@ def alias_table(arch: str) -> dict[str, str]:
     return {**FAMILY_ALIASES.get(family(arch), {}), **ARCH_ALIASES.get(arch, {})}
 
 
-@functools.lru_cache(maxsize=64)
-def _node_names_cached(model_id: int, model: nn.Module) -> tuple[str, ...]:
-    from torchvision.models.feature_extraction import get_graph_node_names
-
-    _, eval_nodes = get_graph_node_names(model)
-    return tuple(eval_nodes)
+# Tracing a model for its node names takes seconds for the big ones: remembered per model object,
+# weakly, so that a model dropped by its user is freed (a VGG16 is 0.55 GB).
+_NODE_NAMES: "weakref.WeakKeyDictionary[nn.Module, tuple[str, ...]]" = weakref.WeakKeyDictionary()
 
 
 def node_names(model: nn.Module) -> list[str]:
     """Every FX node name of ``model`` in eval mode (the names ``create_feature_extractor`` takes)."""
-    return list(_node_names_cached(id(model), model))
+    if model not in _NODE_NAMES:
+        from torchvision.models.feature_extraction import get_graph_node_names
+
+        _NODE_NAMES[model] = tuple(get_graph_node_names(model)[1])
+    return list(_NODE_NAMES[model])
 
 
 def layer_aliases(arch: str, model: nn.Module) -> dict[str, str]:

@@ -212,15 +212,27 @@ def build_model(arch: str, weights: str | os.PathLike = "DEFAULT", *, num_classe
     return bundle
 
 
+def random_weights_id(model: nn.Module) -> str:
+    """The identity of randomly initialised weights: a digest of their values. Every random network is
+    "NONE", but two of them (another seed, another init) are different networks, and caches keyed
+    on the weights (extracted features) must tell them apart."""
+    h = hashlib.blake2b(digest_size=10)
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return "NONE-" + h.hexdigest()
+
+
 def _build_own(arch, weights, num_classes, mean, std, input_size) -> ModelBundle:
     spec = OWN_MODELS[arch]
     model = spec.builder(num_classes=num_classes or len(spec.categories or []) or 10)
     if weights.upper() == "DEFAULT":
         raise CnnlabError(f"--arch {arch} has no downloadable weights; use --weights NONE (train it) or a .pth file")
-    wid = "NONE"
     if weights.upper() != "NONE":
         _apply_state_dict(model, load_state_dict_file(weights), arch, weights)
         wid = "file-" + file_sha(weights)
+    else:
+        wid = random_weights_id(model)
     return ModelBundle(model, arch, weights, wid, tuple(mean or spec.mean), tuple(std or spec.std),
                        input_size or spec.input_size, spec.in_channels, spec.categories)
 
@@ -233,7 +245,7 @@ def _build_torchvision(arch, weights, num_classes, mean, std, input_size) -> Mod
     if weights.upper() == "NONE":
         model = tvm.get_model(arch, weights=None, num_classes=num_classes or 1000)
         cats = meta_categories if (num_classes or 1000) == 1000 else None
-        return ModelBundle(model, arch, "NONE", "NONE", tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD),
+        return ModelBundle(model, arch, "NONE", random_weights_id(model), tuple(mean or IMAGENET_MEAN), tuple(std or IMAGENET_STD),
                            input_size or 224, 3, cats)
     if weights.upper() == "DEFAULT" or weights in enum.__members__:
         w = enum.DEFAULT if weights.upper() == "DEFAULT" else enum[weights]

@@ -82,6 +82,13 @@ def link(target: str | os.PathLike, report_dir: str | os.PathLike) -> str:
 
 
 # --------------------------------------------------------------------------- formatting
+def pct(x: float | None, digits: int = 1) -> str:
+    """A fraction as a percentage for report text: ``pct(0.9371)`` → ``"93.7%"``; None or NaN → ``"n/a"``."""
+    if x is None or x != x:
+        return "n/a"
+    return f"{100 * x:.{digits}f}%"
+
+
 def _fmt(v: Any, floatfmt: str) -> str:
     if isinstance(v, float):
         return format(v, floatfmt)

@@ -2,51 +2,26 @@
 
 from __future__ import annotations
 
-import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from cnnlab.errors import CnnlabError
-
-
-def _floats(s: str | None, what: str):
-    if s is None:
-        return None
-    try:
-        vals = tuple(float(x) for x in s.split(","))
-    except ValueError:
-        raise CnnlabError(f"{what} {s!r}: expected comma-separated numbers, e.g. 0.5 or 0.485,0.456,0.406") from None
-    return vals * 3 if len(vals) == 1 else vals
-
-
-def _model_args(p: argparse.ArgumentParser, arch: str) -> None:
-    p.add_argument("--arch", default=arch, help=f"model name (`cnnlab models`; default {arch})")
-    p.add_argument("--weights", default="DEFAULT", help="DEFAULT (torchvision, downloaded when online), NONE, or a .pth file")
-    p.add_argument("--mean", default=None, help="normalisation mean for a weights file (e.g. 0.5)")
-    p.add_argument("--std", default=None, help="normalisation std for a weights file (e.g. 0.5)")
-    p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the weights' own, 224)")
+from cnnlab.options import add_model_args, model_options, parse_floats
 
 
 def _bundle(args, device):
     from cnnlab.models import build_model
 
-    return build_model(args.arch, args.weights, mean=_floats(args.mean, "--mean"), std=_floats(args.std, "--std"),
-                       input_size=getattr(args, "input_size", None), device=device)
+    return build_model(**model_options(args), input_size=getattr(args, "input_size", None), device=device)
 
 
 def _cmd_transfer(args) -> int:
     from cnnlab.runs import Run, resolve_device, seed_everything
     from cnnlab.transfer.study import TransferConfig, run_transfer
 
-    # every argument is checked before anything is downloaded, extracted or written
-    Cs = list(_floats(args.C, "--C")) if args.C else None
-    if Cs and len(set(Cs)) == 1 and "," not in args.C:
-        Cs = Cs[:1]
-    if Cs and min(Cs) <= 0:
-        raise CnnlabError(f"--C {args.C}: every C must be > 0")
-    seed_everything(args.seed)
-    device = resolve_device(args.device)
-    bundle = _bundle(args, device)
-    cfg = TransferConfig(dataset=args.dataset, arch=args.arch, weights=bundle.weights, mean=bundle.mean, std=bundle.std,
+    # every argument is checked (TransferConfig validates) before anything is downloaded or written
+    Cs = parse_floats(args.C, "--C", per_channel=False) if args.C else None
+    cfg = TransferConfig(dataset=args.dataset, arch=args.arch, weights=args.weights,
                          layers=[x for x in (args.layers or "").split(",") if x],
                          combos=[x for x in (args.combos or "").split(",") if x],
                          Cs=Cs or TransferConfig().Cs, cv=args.cv, per_class=args.per_class, pca=not args.no_pca,
@@ -55,9 +30,12 @@ def _cmd_transfer(args) -> int:
                          input_transform=args.input_transform, data_root=args.data_root, seed=args.seed,
                          tta=args.tta, spatial=args.spatial, precision=args.precision,
                          compile=args.compile)
+    seed_everything(args.seed)
+    bundle = _bundle(args, resolve_device(args.device))
+    cfg = replace(cfg, weights=bundle.weights, mean=bundle.mean, std=bundle.std)
     if args.dry_run:  # tiny and fast: few images, one C, a couple of epochs
-        cfg.per_class, cfg.Cs, cfg.cv = min(cfg.per_class or 4, 4), cfg.Cs[:1], 2
-        cfg.head_epochs, cfg.finetune_epochs, cfg.scratch_epochs = min(cfg.head_epochs, 2), min(cfg.finetune_epochs, 1), min(cfg.scratch_epochs, 1)
+        cfg = replace(cfg, per_class=min(cfg.per_class or 4, 4), Cs=cfg.Cs[:1], cv=2, head_epochs=min(cfg.head_epochs, 2),
+                      finetune_epochs=min(cfg.finetune_epochs, 1), scratch_epochs=min(cfg.scratch_epochs, 1))
     with Run.create(args.out, "transfer", cfg, args.seed, resume=args.resume) as run:
         res = run_transfer(cfg, bundle, run)
     sel = res["selected"]
@@ -129,7 +107,7 @@ def add_commands(sub) -> None:
     p = sub.add_parser("transfer", help="Part A: CNN features + LinearSVC (layer and C chosen by CV), PCA, "
                                         "new head / fine-tuning / from scratch",
                        formatter_class=HelpFormatter)
-    _model_args(p, "vgg16")
+    add_model_args(p, arch="vgg16", weights="DEFAULT", input_size=True)
     p.add_argument("--dataset", default="15scene", help="15scene, digits, mnist-embedded, imagefolder:PATH, …")
     p.add_argument("--layers", default=None, help="comma-separated layer aliases or node names (default: the model's)")
     p.add_argument("--combos", default=None, help="concatenated layers to try too, e.g. relu6+relu7")
@@ -153,11 +131,11 @@ def add_commands(sub) -> None:
                         "same SVM accuracy), else fp32; fp32: bit-exact features on every CPU")
     p.add_argument("--input-transform", default=None, help="digits_as_mnist: 8×8 UCI digits into a 28×28 network")
     add_common(p, out_default="runs/transfer")
-    p.set_defaults(func=_cmd_transfer)
+    p.set_defaults(func=_cmd_transfer, retain_freed_memory=True)
 
     q = sub.add_parser("inspect", help="A-Q1..Q4: parameter table, last layer, top-k on your images, conv1 maps",
                        formatter_class=HelpFormatter)
-    _model_args(q, "vgg16")
+    add_model_args(q, arch="vgg16", weights="DEFAULT", input_size=True)
     q.add_argument("--images", nargs="*", help="image files or folders to classify")
     q.add_argument("-k", type=int, default=5, help="top-k")
     q.add_argument("--max-images", type=int, default=16, help="classify at most this many of --images")

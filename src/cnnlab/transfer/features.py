@@ -146,8 +146,8 @@ def extract_features(bundle: ModelBundle, dataset: ImageSet, layers: list[str], 
     ``input_transform`` (optional) maps a uint8 batch to another uint8 batch before the model's
     preprocessing (e.g. 8×8 UCI digits → MNIST geometry); it is part of the cache key through its name.
     ``precision``: auto (default: bf16 autocast where the CPU has native bf16, i.e. AVX512-BF16/AMX,
-    2–3× faster, features within a few 1e-3 of fp32's and the same SVM accuracy on 15 Scene;
-    fp32 elsewhere), fp32 or bf16. ``compile``: see :class:`CompiledExtractor` (same features up to
+    where it is faster and its features close to fp32's: docs/checks/part_a.md; fp32 elsewhere),
+    fp32 or bf16. ``compile``: see :class:`CompiledExtractor` (same features up to
     float rounding, so it shares the cache).
     """
     nodes = resolve_layers(bundle.arch, bundle.model, layers)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.ticker
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from cnnlab.plotting import pyplot
+
+plt = pyplot()
 
 
 def accuracy_grid(rows: list[dict], selected: tuple[str, float], title: str = "LinearSVC test accuracy"):

@@ -16,17 +16,13 @@ from cnnlab.data import load_dataset
 from cnnlab.models import build_model
 from cnnlab.models.pretrained import digit_classifier
 from cnnlab.models.registry import weights_cached
-from cnnlab.report import Section
+from cnnlab.report import Section, pct
 from cnnlab.runs import Run
 from cnnlab.transfer import figures
 from cnnlab.transfer.inspect import first_conv_maps, last_layer, parameter_table, top_k
 from cnnlab.transfer.study import TransferConfig, learning_curve, run_transfer
 
 log = logging.getLogger("cnnlab")
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
 
 
 def imagenet_model(ctx):
@@ -102,7 +98,7 @@ def _inspect_sections(ctx, run: Run, source, imnet) -> list[Section]:
     run.write_table("vgg16_parameters", rows)
     q1 = Section("A-Q1", "Number of parameters").text(
         f"Counted layer by layer on torchvision's VGG16: **{total:,} parameters**, of which the three fully "
-        f"connected layers hold {fc:,} ({_pct(fc / total)}); fc6 alone (25088→4096) holds "
+        f"connected layers hold {fc:,} ({pct(fc / total)}); fc6 alone (25088→4096) holds "
         f"{next(r['parameters'] for r in rows if r['layer'] == 'classifier.0'):,}. The 13 convolutions hold "
         f"{total - fc:,}. `cnnlab inspect --arch ARCH` prints this table for any model.")
     q1.table([{k: r.get(k, "") for k in ("layer", "type", "shape", "output", "parameters")} for r in rows],
@@ -127,13 +123,13 @@ def _inspect_sections(ctx, run: Run, source, imnet) -> list[Section]:
     f = run.save_figure(figures.topk_figure(imgs, preds, [str(int(y)) for y in labels]), "top5_digits")
     correct = sum(p[0][0] == str(int(y)) for p, y in zip(preds, labels))
     q3.text(f"The pretrained digit CNN on 8 held-out MNIST digits: top-1 correct on {correct}/8; the mean top-1 "
-            f"probability is {_pct(sum(p[0][1] for p in preds) / len(preds))}.").figure(f, "top-5 classes per image")
+            f"probability is {pct(sum(p[0][1] for p in preds) / len(preds))}.").figure(f, "top-5 classes per image")
     name, maps = first_conv_maps(source, imgs[0])
     f = run.save_figure(figures.feature_maps(imgs[0], maps, f"digit CNN, {maps.shape[0]} maps after `{name}` + ReLU"),
                         "conv1_maps_digit")
     q4.figure(f, "activation maps of the digit CNN's first convolution")
     active = (maps.flatten(1).amax(1) > 0).float().mean().item()
-    q4.text(f"{maps.shape[0]} maps after the first convolution; {_pct(active)} of them respond somewhere on this "
+    q4.text(f"{maps.shape[0]} maps after the first convolution; {pct(active)} of them respond somewhere on this "
             "digit. First-layer filters act as oriented edge and stroke detectors: the maps light up along the "
             "strokes' borders at different orientations.")
     if imnet is not None and ctx.data_root and (Path(ctx.data_root) / "imagenet_val_25.npz").is_file():
@@ -148,7 +144,7 @@ def _inspect_sections(ctx, run: Run, source, imnet) -> list[Section]:
         t5 = sum(t in [n for n, _ in p] for p, t in zip(all_preds, all_truth)) / len(all_truth)
         f = run.save_figure(figures.topk_figure(imgs, preds, truths), "top5_imagenet")
         q3.text(f"{imnet.arch} ({Path(imnet.weights).name}) on the course's 25 ImageNet images: top-1 "
-                f"{_pct(t1)}, top-5 {_pct(t5)} ({hit1}/8 top-1 correct in the figure).").figure(f, f"{imnet.arch}: top-5")
+                f"{pct(t1)}, top-5 {pct(t5)} ({hit1}/8 top-1 correct in the figure).").figure(f, f"{imnet.arch}: top-5")
         name, maps = first_conv_maps(imnet, val.images[0])
         f = run.save_figure(figures.feature_maps(val.images[0], maps[:64], f"{imnet.arch}: maps after `{name}`"),
                             "conv1_maps_imagenet")
@@ -173,10 +169,10 @@ def study_sections(res: dict, name: str, real: dict | None) -> list[Section]:
     q5 = Section("A-Q5", "Why not train the network directly on the small set?")
     scratch = res.get("scratch")
     q5.text(f"Study: {name}. The pretrained features + LinearSVC (layer `{sel['layer']}`, C={sel['C']:g}, both "
-            f"chosen by cross-validation on the train split) reach **{_pct(sel['test_acc'])}** test accuracy.")
+            f"chosen by cross-validation on the train split) reach **{pct(sel['test_acc'])}** test accuracy.")
     if scratch:
         q5.text(f"The same architecture trained from scratch on the same {res['n_train']} images reaches "
-                f"{_pct(scratch['test_acc'])} (train accuracy {_pct(scratch['final_train_acc'])}): with so few "
+                f"{pct(scratch['test_acc'])} (train accuracy {pct(scratch['final_train_acc'])}): with so few "
                 "labelled examples the network fits the training set but generalises worse — it has far more "
                 "parameters than examples to constrain them.")
     if "curves" in res["figures"]:
@@ -194,8 +190,8 @@ def study_sections(res: dict, name: str, real: dict | None) -> list[Section]:
         small = min(rows)
         vals = list(rows[small].values())[1:]
         if len(vals) == 2:
-            q6.text(f"With {small} labelled images per class, transfer gets {_pct(vals[0])} against "
-                    f"{_pct(vals[1])} from scratch; the gap shrinks as labels grow.")
+            q6.text(f"With {small} labelled images per class, transfer gets {pct(vals[0])} against "
+                    f"{pct(vals[1])} from scratch; the gap shrinks as labels grow.")
     q7 = Section("A-Q7", "Limits of feature extraction")
     worst = sorted(res.get("per_class_rows", []) or [], key=lambda r: r["accuracy"])[:3]
     q7.text("Features are frozen: they encode what the source task needed. When the target domain differs "
@@ -203,7 +199,7 @@ def study_sections(res: dict, name: str, real: dict | None) -> list[Section]:
             "more target data helps. The model must also be run at its own input size and normalisation, "
             "and large pretrained networks are expensive to run.")
     if real:
-        q7.text(f"On 15 Scene the pretrained ImageNet network reaches {_pct(real['selected']['test_acc'])}; "
+        q7.text(f"On 15 Scene the pretrained ImageNet network reaches {pct(real['selected']['test_acc'])}; "
                 "its confusion matrix (A-Q11 section) shows which scene classes the ImageNet features mix up.")
     if worst:
         q7.table(worst, caption="hardest classes")
@@ -247,16 +243,16 @@ def study_sections(res: dict, name: str, real: dict | None) -> list[Section]:
     q11 = Section("A-Q11", "Going further: C, layers, PCA")
     q11.text(f"Layer and C are chosen by cross-validation on the train split only; the test split never "
              f"takes part. Course default (layer `{res.get('course_default', {}).get('layer', '?')}`, C=1): "
-             f"{_pct(res.get('course_default', {}).get('test_acc', float('nan')))}; CV choice: "
-             f"{_pct(sel['test_acc'])}.")
+             f"{pct(res.get('course_default', {}).get('test_acc', float('nan')))}; CV choice: "
+             f"{pct(sel['test_acc'])}.")
     q11.figure(res["figures"]["confusion"], "confusion matrix of the CV-chosen classifier")
     if res.get("pca"):
         q11.table(res["pca"], caption="PCA before the SVM: time and accuracy (C fixed at the CV choice)")
     if real:
         rs = real["selected"]
         q11.text(f"**{real['arch']} → 15 Scene** ({real['n_train']} train / {real['n_test']} test images): CV picks "
-                 f"`{rs['layer']}` with C={rs['C']:g} → **{_pct(rs['test_acc'])}** test accuracy "
-                 f"(course default {_pct(real.get('course_default', {}).get('test_acc', float('nan')))}). "
+                 f"`{rs['layer']}` with C={rs['C']:g} → **{pct(rs['test_acc'])}** test accuracy "
+                 f"(course default {pct(real.get('course_default', {}).get('test_acc', float('nan')))}). "
                  f"Feature extraction took {real['extract_seconds']:.0f} s, the whole layer × C sweep "
                  f"{real['svm_sweep_seconds']:.0f} s.")
         q11.figure(real["figures"]["confusion"], f"{real['arch']} on 15 Scene: confusion matrix")

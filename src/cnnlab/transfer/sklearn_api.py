@@ -7,29 +7,61 @@ Works inside ``Pipeline`` and ``GridSearchCV`` (``layer`` is a parameter like an
     GridSearchCV(pipe, {"cnn__layer": ["pool", "last_conv"], "svm__C": [0.1, 1, 10]}, cv=3).fit(X, y)
 
 ``X`` is a uint8 array N×C×H×W (or N×H×W×C) or a list of image paths. Features of each image are
-memoised per (model, layer), so cross-validation folds and grid points never extract an image twice.
+memoised per (model, preprocessing, layer) in a bounded cache (512 MB), so cross-validation folds and
+grid points never extract an image twice. ``transform`` before ``fit`` raises ``NotFittedError``.
 ``layer="relu6+relu7"`` concatenates layers (each L2-normalised, then the whole).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils.validation import check_is_fitted
 
 from cnnlab.models.registry import ModelBundle, build_model
 
-_BUNDLES: dict[tuple, ModelBundle] = {}
-_ROWS: dict[tuple, dict[str, np.ndarray]] = {}
+class _LRU:
+    """A small least-recently-used cache bounded in entries or bytes. Module-level, so that the clones
+    ``GridSearchCV`` makes share it; bounded, so that a long session does not grow it without end."""
+
+    def __init__(self, max_items: int | None = None, max_bytes: int | None = None):
+        self.items: OrderedDict = OrderedDict()  # key -> (value, bytes)
+        self.max_items, self.max_bytes, self.bytes = max_items, max_bytes, 0
+
+    def get(self, key):
+        if key not in self.items:
+            return None
+        self.items.move_to_end(key)
+        return self.items[key][0]
+
+    def put(self, key, value, nbytes: int = 0) -> None:
+        if key in self.items:
+            self.bytes -= self.items.pop(key)[1]
+        self.items[key] = (value, nbytes)
+        self.bytes += nbytes
+        while len(self.items) > 1 and ((self.max_items and len(self.items) > self.max_items)
+                                       or (self.max_bytes and self.bytes > self.max_bytes)):
+            self.bytes -= self.items.popitem(last=False)[1][1]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+_BUNDLES = _LRU(max_items=2)  # built models (a VGG16 is 0.55 GB)
+_ROWS = _LRU(max_bytes=512 * 1024**2)  # one feature row per (model, preprocessing, layer, image)
 
 
 def _bundle(arch, weights, mean, std, device) -> ModelBundle:
     key = (arch, str(weights), tuple(mean) if mean else None, tuple(std) if std else None, str(device))
-    if key not in _BUNDLES:
-        _BUNDLES[key] = build_model(arch, weights, mean=mean, std=std, device=device)
-    return _BUNDLES[key]
+    bundle = _BUNDLES.get(key)
+    if bundle is None:
+        bundle = build_model(arch, weights, mean=mean, std=std, device=device)
+        _BUNDLES.put(key, bundle)
+    return bundle
 
 
 def _row_ids(X) -> list[str]:
@@ -72,20 +104,23 @@ class CNNFeatures(TransformerMixin, BaseEstimator):
     def transform(self, X):
         from cnnlab.transfer.features import extract_features
 
-        if not hasattr(self, "bundle_"):
-            self.fit(X)
+        check_is_fitted(self, "bundle_")
+        b = self.bundle_
         ids = _row_ids(X)
         parts = []
         for layer in self.layers_:
-            memo = _ROWS.setdefault((self.bundle_.arch, self.bundle_.weights_id, layer, self.spatial), {})
-            todo = [i for i, r in enumerate(ids) if r not in memo]
+            # everything that changes a feature row: the weights, the preprocessing, the layer, the pooling
+            model_key = (b.arch, b.weights_id, tuple(b.mean), tuple(b.std), b.input_size, layer, self.spatial)
+            rows = {r: _ROWS.get((model_key, r)) for r in ids}
+            todo = [i for i, r in enumerate(ids) if rows[r] is None]
             if todo:
                 sub = [X[i] for i in todo] if not isinstance(X, np.ndarray) else X[todo]
-                f = extract_features(self.bundle_, self._as_imageset(sub), [layer], batch_size=self.batch_size,
+                f = extract_features(b, self._as_imageset(sub), [layer], batch_size=self.batch_size,
                                      spatial=self.spatial, use_cache=False, progress=None)
                 for i, v in zip(todo, f.arrays[layer]):
-                    memo[ids[i]] = np.asarray(v)
-            parts.append(np.stack([memo[r] for r in ids]))
+                    rows[ids[i]] = v = np.asarray(v)
+                    _ROWS.put((model_key, ids[i]), v, v.nbytes)
+            parts.append(np.stack([rows[r] for r in ids]))
         out = np.concatenate(parts, axis=1)
         if len(parts) > 1:
             out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)

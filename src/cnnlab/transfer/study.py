@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,16 +31,18 @@ from cnnlab.transfer.finetune import finetune, from_scratch, new_head
 log = logging.getLogger("cnnlab")
 
 
-@dataclass
+@dataclass(frozen=True)
 class TransferConfig:
+    """The transfer study's settings, checked when built (one clear error naming the option)."""
+
     dataset: str = "15scene"
     arch: str = "vgg16"
     weights: str = "DEFAULT"
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
-    layers: list[str] = field(default_factory=list)  # empty: the model's default layer + neighbours
-    combos: list[str] = field(default_factory=list)  # e.g. ["relu6+relu7"]: concatenated layers
-    Cs: list[float] = field(default_factory=lambda: list(DEFAULT_CS))
+    layers: tuple[str, ...] = ()  # empty: the model's default layer + neighbours
+    combos: tuple[str, ...] = ()  # e.g. ("relu6+relu7",): concatenated layers
+    Cs: tuple[float, ...] = tuple(DEFAULT_CS)
     cv: int = 5
     per_class: int | None = None  # keep only this many labelled training images per class
     pca: bool = True
@@ -57,6 +59,26 @@ class TransferConfig:
     input_transform: str | None = None  # "digits_as_mnist" for 8×8 UCI digits into a 28×28 MNIST network
     data_root: str | None = None
     seed: int = 0
+
+    def __post_init__(self):
+        for name in ("layers", "combos", "Cs"):  # lists are accepted, stored as tuples (hashable, immutable)
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if not self.Cs or min(self.Cs) <= 0:
+            raise CnnlabError(f"--C {','.join(f'{c:g}' for c in self.Cs)}: every C must be > 0 (and one given at least)")
+        if self.cv < 2:
+            raise CnnlabError(f"--cv {self.cv}: cross-validation needs at least 2 folds")
+        if self.batch_size < 1:
+            raise CnnlabError(f"--batch-size {self.batch_size}: must be at least 1")
+        if self.per_class is not None and self.per_class < 2:
+            raise CnnlabError(f"--per-class {self.per_class}: cross-validation needs at least 2 images per class")
+        for name in ("head_epochs", "finetune_epochs", "scratch_epochs"):
+            if getattr(self, name) < 0:
+                raise CnnlabError(f"--{name.replace('_', '-')} {getattr(self, name)}: must be 0 (skip) or more")
+        if self.tta not in ("none", "flip"):
+            raise CnnlabError(f"--tta {self.tta!r}: choose none or flip")
+        if self.input_transform is not None and self.input_transform not in INPUT_TRANSFORMS:
+            raise CnnlabError(f"--input-transform {self.input_transform!r} unknown; choose from "
+                              f"{', '.join(INPUT_TRANSFORMS)}")
 
 
 def digits_as_mnist(images: torch.Tensor) -> torch.Tensor:
@@ -109,14 +131,12 @@ def default_layers(arch: str, model) -> list[str]:
 def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
     """The whole study into ``run``; returns the numbers the report needs."""
     tf = INPUT_TRANSFORMS.get(cfg.input_transform) if cfg.input_transform else None
-    if cfg.input_transform and tf is None:
-        raise CnnlabError(f"--input-transform {cfg.input_transform!r} unknown; choose from {', '.join(INPUT_TRANSFORMS)}")
     train = load_dataset(cfg.dataset, "train", data_root=cfg.data_root, size=bundle.input_size)
     test = load_dataset(cfg.dataset, "test", data_root=cfg.data_root, size=bundle.input_size)
     if cfg.per_class:
         train = few_per_class(train.materialize(), cfg.per_class, cfg.seed)
     check_splits(cfg.dataset, train, test)
-    layers = cfg.layers or default_layers(cfg.arch, bundle.model)
+    layers = list(cfg.layers) or default_layers(cfg.arch, bundle.model)
     t0 = time.perf_counter()
     kw = dict(batch_size=cfg.batch_size, input_transform=tf, tta=cfg.tta, precision=cfg.precision,
               spatial=cfg.spatial, compile=cfg.compile)
@@ -131,7 +151,7 @@ def run_transfer(cfg: TransferConfig, bundle: ModelBundle, run: Run) -> dict:
     # under torchrun the ranks shared the extraction; the SVM stage runs once, on rank 0
     t0 = time.perf_counter()
     study = distributed.run_once(svm_study, ftr.arrays, fte.arrays, ftr.labels, fte.labels, train.classes,
-                                 layers=layers + cfg.combos, Cs=cfg.Cs, cv=cfg.cv, seed=cfg.seed)
+                                 layers=[*layers, *cfg.combos], Cs=list(cfg.Cs), cv=cfg.cv, seed=cfg.seed)
     t_svm = time.perf_counter() - t0  # wall time (the rows' seconds are fit times, summed over threads)
     run.write_table("svm_grid", study.rows)
     run.write_table("per_class", study.per_class)
@@ -206,7 +226,7 @@ def learning_curve(bundle: ModelBundle, cfg: TransferConfig, run: Run, per_class
         sub = few_per_class(full, k, cfg.seed)
         ftr = extract_features(bundle, sub, [layer], input_transform=tf, progress=None)
         s = distributed.run_once(svm_study, ftr.arrays, fte.arrays, ftr.labels, fte.labels, full.classes,
-                                 layers=[layer], Cs=cfg.Cs, cv=min(cfg.cv, k), seed=cfg.seed)
+                                 layers=[layer], Cs=list(cfg.Cs), cv=min(cfg.cv, k), seed=cfg.seed)
         rows.append({"method": f"pretrained features + SVM ({layer})", "per_class": k, "test_acc": s.test_acc})
         # the same number of optimisation steps whatever the subset size: small sets get more epochs
         epochs = max(scratch_epochs, -(-scratch_epochs * 32 * 10 // len(sub)))
