@@ -1,0 +1,112 @@
+"""Every sentence of the report that compares follows the numbers it rests on: fed both outcomes (and a
+difference inside the confidence interval), the wording flips."""
+
+import math
+
+import pytest
+
+from cnnlab.report.claims import SAME, accuracy_margin, compare_accuracies, compare_relative
+
+
+# --------------------------------------------------------------------------- the rule itself
+def test_accuracy_margin_is_the_95_percent_ci_of_the_difference():
+    assert accuracy_margin(0.9, 0.8, 1000) == pytest.approx(1.96 * math.sqrt(0.09 / 1000 + 0.16 / 1000))
+    assert accuracy_margin(0.5, 0.5, 100, 400) == pytest.approx(1.96 * math.sqrt(0.25 / 100 + 0.25 / 400))
+    assert accuracy_margin(0.5, float("nan"), 100) == math.inf
+
+
+@pytest.mark.parametrize("a, b, n, sign", [
+    (0.80, 0.70, 1000, 1),  # 10 points, CI ±3.8
+    (0.70, 0.80, 1000, -1),
+    (0.72, 0.70, 1000, 0),  # 2 points: inside ±4.0
+    (0.72, 0.70, 100_000, 1),  # the same 2 points on 100,000 images: clear
+    (None, 0.7, 1000, 0),  # a missing number decides nothing
+])
+def test_compare_accuracies_decides_by_the_interval(a, b, n, sign):
+    c = compare_accuracies(a, b, n)
+    assert c.sign == sign
+    assert c.says("up", "down") == {1: "up", -1: "down", 0: SAME}[sign]
+    assert "95% CI" in c.threshold
+
+
+def test_compare_relative_uses_the_stated_share_of_the_larger_value():
+    assert compare_relative(100.0, 95.0, 0.10).sign == 0
+    assert compare_relative(100.0, 85.0, 0.10).sign == 1
+    assert compare_relative(85.0, 100.0, 0.10).sign == -1
+    assert "10% of the larger value" in compare_relative(1.0, 2.0, 0.1).threshold
+
+
+# --------------------------------------------------------------------------- Part C
+def test_c_results_says_whether_dann_beats_source_only():
+    from cnnlab.adapt.lab import results_text
+
+    k = "target test acc (last)"
+    up = results_text({k: 0.55}, {k: 0.75}, {k: 0.96}, 9000)
+    down = results_text({k: 0.75}, {k: 0.55}, {k: 0.96}, 9000)
+    same = results_text({k: 0.55}, {k: 0.56}, {k: 0.96}, 1000)
+    assert "beats source-only" in up and "oracle trained on target labels stays above" in up
+    assert "*worse* than no adaptation" in down
+    assert "no clear difference from source-only" in same
+
+
+def test_c_q1_says_more_or_less_domain_specific_as_the_domain_accuracies_say():
+    from cnnlab.adapt.lab import no_grl_text
+
+    def rows(dom_no, dom_grl, tgt_no=0.5, tgt_grl=0.5):
+        return ({"domain acc (last)": dom_no, "target test acc (last)": tgt_no},
+                {"domain acc (last)": dom_grl, "target test acc (last)": tgt_grl})
+
+    more = no_grl_text(*rows(0.99, 0.70), n_domain=2000, n_target=1000)
+    less = no_grl_text(*rows(0.70, 0.99), n_domain=2000, n_target=1000)
+    same = no_grl_text(*rows(0.90, 0.91), n_domain=2000, n_target=1000)
+    assert "*more* domain-specific" in more and "*less* domain-specific" in less
+    assert "no clear difference in how domain-specific" in same
+    assert "higher without the GRL" in no_grl_text(*rows(0.9, 0.9, 0.8, 0.6), n_domain=2000, n_target=1000)
+    assert "lower without the GRL" in no_grl_text(*rows(0.9, 0.9, 0.6, 0.8), n_domain=2000, n_target=1000)
+
+
+def test_c_q2_explains_a_drop_only_when_the_source_accuracy_dropped():
+    from cnnlab.adapt.lab import source_accuracy_text
+
+    drop = source_accuracy_text(0.99, 0.95, 10_000)
+    rise = source_accuracy_text(0.937, 0.947, 10_000)  # the README run's numbers: 93.7% → 94.7%
+    same = source_accuracy_text(0.937, 0.947, 1000)
+    assert "gives up some source accuracy" in drop
+    assert "*higher* on the source too" in rise and "gives up" not in rise
+    assert same.startswith("Source test accuracy") and "No clear difference" in same
+
+
+def test_c_q3_names_the_best_schedule_and_which_differences_are_clear():
+    from cnnlab.adapt.lab import lambda_text
+
+    k = "target test acc (last)"
+    rows = [{"variant": "constant", k: 0.60}, {"variant": "course", k: 0.75}, {"variant": "paper", k: 0.74}]
+    text = lambda_text(rows, 2000)
+    assert "Best: course, clearly above constant; no clear difference from paper" in text
+    rows[2][k] = 0.60
+    assert "clearly above constant, paper" in lambda_text(rows, 2000)
+
+
+def test_c_q4_says_helps_hurts_or_no_clear_difference():
+    from cnnlab.adapt.lab import pseudo_text
+
+    assert "helps" in pseudo_text("pl", 0.70, 0.80, 1000)
+    assert "*hurts*" in pseudo_text("pl", 0.80, 0.70, 1000)
+    assert "no clear difference" in pseudo_text("pl", 0.7646, 0.7790, 1000)
+
+
+def test_c_q4_says_that_the_default_start_was_chosen_with_target_test_labels():
+    from cnnlab.adapt.lab import LAST_EPOCH_CAVEAT
+
+    assert "target *test* accuracy" in LAST_EPOCH_CAVEAT and "not a label-free choice" in LAST_EPOCH_CAVEAT
+
+
+def test_c_tsne_says_when_dann_features_are_more_separable_by_domain():
+    from cnnlab.adapt.lab import tsne_text
+
+    worse = tsne_text({"source only": 0.977, "DANN": 0.994}, n_points=10_000)  # the README run's probe
+    better = tsne_text({"source only": 0.977, "DANN": 0.80}, n_points=1000)
+    same = tsne_text({"source only": 0.977, "DANN": 0.980}, n_points=1000)
+    assert "*more* separable by domain" in worse and "did not align" in worse
+    assert "less separable" in better and "partly aligned" in better
+    assert "No clear difference" in same
