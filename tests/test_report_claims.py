@@ -110,3 +110,32 @@ def test_c_tsne_says_when_dann_features_are_more_separable_by_domain():
     assert "*more* separable by domain" in worse and "did not align" in worse
     assert "less separable" in better and "partly aligned" in better
     assert "No clear difference" in same
+
+
+# --------------------------------------------------------------------------- Part A
+def test_a_q5_compares_scratch_with_transfer_and_checks_for_overfitting():
+    from cnnlab.transfer.lab import scratch_text
+
+    over = scratch_text(0.90, {"test_acc": 0.60, "final_train_acc": 1.0, "epochs": 40}, 100, 900)
+    assert "pretrained features do better" in over and "fits its training images far better" in over
+    better = scratch_text(0.60, {"test_acc": 0.90, "final_train_acc": 0.91, "epochs": 40}, 100, 900)
+    assert "from scratch does *better*" in better and "no sign of overfitting" in better
+    assert "40 epochs" in better
+
+
+def test_a_q6_says_the_gap_shrinks_only_when_it_does():
+    from cnnlab.transfer.lab import learning_curve_text
+
+    def rows(gaps):
+        out = []
+        for k, (svm, scratch) in gaps.items():
+            out += [{"method": "pretrained features + SVM (fc)", "per_class": k, "test_acc": svm},
+                    {"method": "same network from scratch", "per_class": k, "test_acc": scratch}]
+        return out
+
+    shrinks = learning_curve_text(rows({2: (0.8, 0.4), 50: (0.95, 0.93)}), 900, scratch_epochs=40)
+    grows = learning_curve_text(rows({2: (0.6, 0.55), 50: (0.95, 0.60)}), 900)
+    flat = learning_curve_text(rows({2: (0.8, 0.7), 50: (0.9, 0.79)}), 900)
+    assert "it shrinks as labels grow" in shrinks and "than the 40 of A-Q5" in shrinks
+    assert "it *grows* as labels grow" in grows
+    assert "no clear change" in flat
