@@ -50,6 +50,11 @@ def test_attack_summary_numbers(tmp_path):
     (["fool", *TINY, "--dataset", "imagenet-val25"], "needs --data-root"),
     (["saliency", *TINY, "--indices", "a,b"], "expected integers"),
     (["attack", *TINY, "--compare"], "name the second network with --arch-b"),
+    # settings are checked before the run folder is made
+    (["fool", *TINY, "--max-iter", "0"], "--max-iter 0: must be at least 1"),
+    (["attack", *TINY, "--attack", "pgd", "--eps", "-1"], "--eps -1.0: must be > 0"),
+    (["saliency", *TINY, "--method", "smoothgrad", "--samples", "0"], "--samples 0"),
+    (["classviz", *TINY, "--classes", "3", "--snapshot-every", "0"], "--snapshot-every 0"),
 ])
 def test_bad_input_is_one_clear_error(tmp_path, capsys, argv, message):
     out = tmp_path / "never"

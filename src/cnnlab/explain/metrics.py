@@ -16,7 +16,7 @@ import torch
 
 from cnnlab.explain.attacks import AttackResult
 from cnnlab.explain.inputs import class_name, to_pixels
-from cnnlab.explain.saliency import predict
+from cnnlab.explain.saliency import predict_proba
 from cnnlab.models import ModelBundle
 
 
@@ -50,7 +50,7 @@ def attack_table(bundle: ModelBundle, result: AttackResult, *, image_ids=None) -
     d = (p1 - p0) * 255.0
     probs = result.logits.softmax(1)
     # does it still fool once written as an 8-bit image?
-    q = predict(bundle, (p1 * 255).round().to(torch.uint8)).argmax(1)
+    q = predict_proba(bundle, (p1 * 255).round().to(torch.uint8)).argmax(1)
     goal = result.targets if result.targeted else result.labels
     q_ok = (q == goal) if result.targeted else (q != goal)
     rows = []
@@ -107,7 +107,7 @@ def transfer_matrix(results: Mapping[str, tuple[ModelBundle, AttackResult]],
                 row[name] = row[f"{name} clean"] = float("nan")
                 continue
             for key, p in ((name, pix), (f"{name} clean", pix0)):
-                pred = predict(bundle_b, bundle_b.preprocess(p)).argmax(1)  # B's own resize + normalisation
+                pred = predict_proba(bundle_b, bundle_b.preprocess(p)).argmax(1)  # B's own resize + normalisation
                 hit = pred == goal if res.targeted else pred != goal
                 row[key] = float(hit.float().mean())
         rows.append(row)
@@ -137,9 +137,9 @@ def keep_salient(bundle: ModelBundle, images: torch.Tensor, maps: torch.Tensor, 
     top.scatter_(1, maps.flatten(1).topk(k, dim=1).indices, True)
     rnd = torch.zeros(n, hw, dtype=torch.bool)
     rnd.scatter_(1, torch.rand(n, hw, generator=g).topk(k, dim=1).indices, True)
-    pred = predict(bundle, x).argmax(1)
+    pred = predict_proba(bundle, x).argmax(1)
     out = {}
     for name, keep in (("salient", top), ("random", rnd)):
         xm = x * keep.view(n, 1, *x.shape[-2:])
-        out[f"kept_{name}"] = float((predict(bundle, xm).argmax(1) == pred).float().mean())
+        out[f"kept_{name}"] = float((predict_proba(bundle, xm).argmax(1) == pred).float().mean())
     return out

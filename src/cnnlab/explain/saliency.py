@@ -133,7 +133,7 @@ def grad_cam(bundle: ModelBundle, images: torch.Tensor, targets=None, *, layer: 
     return torch.cat(out)
 
 
-def predict(bundle: ModelBundle, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
+def predict_proba(bundle: ModelBundle, images: torch.Tensor, *, batch_size: int = 64) -> torch.Tensor:
     """Softmax probabilities (N, K) on the CPU."""
     x = model_input(bundle, images)
     with untouched(bundle.model) as model, torch.no_grad():

@@ -73,9 +73,9 @@ def model_randomization_check(bundle: ModelBundle, images: torch.Tensor, targets
     g = generator or torch.Generator().manual_seed(0)
     x = model_input(bundle, images)
     if targets is None:  # fixed on the trained model, as in the paper
-        from cnnlab.explain.saliency import predict
+        from cnnlab.explain.saliency import predict_proba
 
-        targets = predict(bundle, x).argmax(1)
+        targets = predict_proba(bundle, x).argmax(1)
     base = fn(bundle, x, targets, **method_kw)
     result = SanityResult(rows=[], maps={"trained": base}, targets=torch.as_tensor(targets))
     layers = parametrised_layers(bundle.model)[::-1]  # top (logits) first

@@ -9,6 +9,7 @@ and cached in ``cache_dir("pretrained")`` keyed by dataset, epochs and seed.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
@@ -18,15 +19,26 @@ from cnnlab.runs import cache_dir, read_json, save_torch, write_json
 log = logging.getLogger("cnnlab")
 
 
+def _digit_classifier_files(dataset: str, epochs: int, seed: int) -> tuple[str, Path, Path]:
+    key = f"digitnet-{dataset}-e{epochs}-s{seed}"
+    folder = cache_dir("pretrained")
+    return key, folder / f"{key}.pth", folder / f"{key}.json"
+
+
+def digit_classifier_cached(dataset: str = "mnist-embedded", *, epochs: int = 8, seed: int = 0) -> bool:
+    """Whether :func:`digit_classifier` with these settings loads from the cache (no training)."""
+    _, wpath, mpath = _digit_classifier_files(dataset, epochs, seed)
+    return wpath.exists() and mpath.exists()
+
+
 def digit_classifier(dataset: str = "mnist-embedded", *, data_root=None, epochs: int = 8, seed: int = 0,
                      device: torch.device | str = "cpu", size: int = 28) -> ModelBundle:
     """A trained ``digitnet`` (cached). ``bundle.extra`` holds its train/test accuracy and history."""
     from cnnlab.data import load_dataset
     from cnnlab.train import accuracy, train_classifier
 
-    key = f"digitnet-{dataset}-e{epochs}-s{seed}"
-    folder = cache_dir("pretrained")
-    wpath, mpath = folder / f"{key}.pth", folder / f"{key}.json"
+    key, wpath, mpath = _digit_classifier_files(dataset, epochs, seed)
+    folder = wpath.parent
     if wpath.exists() and mpath.exists():
         bundle = build_model("digitnet", str(wpath), device=device)
         bundle.extra.update(read_json(mpath))
