@@ -13,9 +13,11 @@ def test_lab_dry_run_sections(tmp_path, patched_judge):
 
     sections = run_lab(LabContext(out=tmp_path, dry_run=True))
     qids = [s.qid for s in sections]
-    assert qids == ["D-Q1", "D-Q2", "D-Q3", "D-Q4", "D-Q5", "D-Q6", "D-Q8", "D-Q9"]  # dry run: no D-Q7 variant
+    assert qids == ["D-setup", "D-Q1", "D-Q2", "D-Q3", "D-Q4", "D-Q5", "D-Q6", "D-Q8", "D-Q9"]  # dry run: no D-Q7
+    setup = sections[0].blocks[0]["text"]
+    assert "embedded offline default" in setup and "1 epoch of batch 64" in setup  # which data, which budget
     tables = {s.qid: [b for b in s.blocks if "table" in b] for s in sections}
-    assert all(tables[q] for q in qids)
+    assert all(tables[q] for q in qids[1:])
     fd = [r["frechet"] for r in tables["D-Q5"][0]["table"]]
     assert len(fd) == 3 and all(isinstance(v, float) and math.isfinite(v) for v in fd)
     q6 = next(b["text"] for b in next(s for s in sections if s.qid == "D-Q6").blocks if "text" in b)

