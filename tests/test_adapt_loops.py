@@ -18,21 +18,11 @@ from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt.pseudo import PseudoConfig, self_train
 from cnnlab.adapt.studies import tsne_features
 from cnnlab.data import TensorImageSet
+from test_adapt_dann import tiny_domains  # noqa: E402  (the same tiny domains)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 CLASSES = [str(i) for i in range(10)]
-
-
-def _set(n, channels, seed, name):
-    g = torch.Generator().manual_seed(seed)
-    return TensorImageSet(torch.randint(0, 256, (n, channels, 28, 28), generator=g, dtype=torch.uint8),
-                          torch.randint(0, 10, (n,), generator=g), CLASSES, name)
-
-
-def tiny_domains(n=48):
-    return DomainPair(_set(n, 1, 0, "s"), _set(16, 1, 1, "sv"), _set(16, 1, 2, "st"), _set(n, 3, 3, "t"),
-                      _set(16, 3, 4, "tt"), "s", "t")
 
 
 class _Spy:
