@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from cnnlab.explain import (attack_table, fgsm, fooling_images, ifgsm, image_quality, pgd, random_targets, summarize,
                             transfer_matrix)
 from cnnlab.explain.hooks import hook_count
-from cnnlab.explain.inputs import to_pixels
+from cnnlab.explain.inputs import normalised_to_pixels
 from test_explain_saliency import linear_bundle, make_bundle, one_thread  # noqa: F401 (autouse fixture)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _pixels(bundle, x):
-    return to_pixels(bundle, x)
+    return normalised_to_pixels(bundle, x)
 
 
 def test_fgsm_moves_each_pixel_by_exactly_eps():

@@ -178,3 +178,34 @@ def test_d_q7_blames_removing_y_only_when_the_normal_cdcgan_uses_z():
     readme_run = no_y_text(z_part_cdcgan=0.0115, z_part_no_y=0.008)  # share_y 0.9885 vs 0.992
     assert "not an effect of removing y" in readme_run and "mode selector" not in readme_run
     assert no_y_text(0.3, 0.2) == "G still uses z for the style."
+
+
+# --------------------------------------------------------------------------- Part B
+def test_b_q3_says_whether_salient_pixels_beat_random_ones():
+    from cnnlab.explain.lab import keep_salient_text
+
+    assert "does find the pixels" in keep_salient_text({0.2: {"kept_salient": 0.95, "kept_random": 0.40}}, 100)
+    assert "random pixels keep the decision *better*" in keep_salient_text(
+        {0.2: {"kept_salient": 0.30, "kept_random": 0.80}}, 100)
+    assert "no clear difference" in keep_salient_text({0.2: {"kept_salient": 0.52, "kept_random": 0.50}}, 25)
+
+
+def test_b_q6_says_transfer_only_above_the_clean_rate():
+    from cnnlab.explain.lab import fooling_transfer_text
+
+    assert "does not transfer here" in fooling_transfer_text(0.05, 0.04, 50, "B")
+    assert "transfers to a network it never saw, for a minority" in fooling_transfer_text(0.40, 0.02, 100, "B")
+    assert "transfers to a network it never saw (" in fooling_transfer_text(0.90, 0.02, 100, "B")
+
+
+def test_b_q7_compares_transfer_at_equal_budgets_and_names_them():
+    from cnnlab.explain.lab import attack_transfer_text
+
+    def t(f, p, n=100):
+        return attack_transfer_text({"B": f, "n_fooled": n}, {"B": p, "n_fooled": n}, "B", eps_255=8, steps=20)
+
+    assert "one-step attack transfers better" in t(0.6, 0.2)
+    assert "iterative attack transfers better" in t(0.2, 0.6)
+    same = t(0.30, 0.27)
+    assert "no clear difference" in same and "ε = 8/255" in same and "20 for PGD" in same
+    assert "quirks" not in t(0.6, 0.2)

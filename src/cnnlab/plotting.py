@@ -4,8 +4,8 @@ from __future__ import annotations
 
 
 def pyplot():
-    """``matplotlib.pyplot`` with the non-interactive Agg backend, unless the program already chose a
-    backend (a notebook's inline one is kept: ``force=False``)."""
+    """``matplotlib.pyplot`` on the non-interactive Agg backend: cnnlab draws figures to save them, never
+    to show them, and needs no display (``force=False``: a failure to switch is not an error)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)

@@ -301,7 +301,9 @@ class Run:
 
     def save_figure(self, fig, name: str, dpi: int = 110) -> Path:
         """Save a matplotlib figure as ``figures/<name>.png`` and close it."""
-        import matplotlib.pyplot as plt
+        from cnnlab.plotting import pyplot
+
+        plt = pyplot()
 
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")

@@ -1,6 +1,6 @@
 """Figures of Part B. Each function returns a matplotlib figure (never shows it).
 
-Images are passed as [0,1] pixels (N,C,H,W) (see :func:`cnnlab.explain.inputs.to_pixels`); maps
+Images are passed as [0,1] pixels (N,C,H,W) (see :func:`cnnlab.explain.inputs.normalised_to_pixels`); maps
 as (N,H,W). Titles are plain strings.
 """
 
@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from cnnlab.plotting import pyplot
+
+plt = pyplot()
 
 
 # --------------------------------------------------------------------------- mosaics

@@ -2,7 +2,7 @@
 
 Every verb takes ``images`` as either uint8 B×C×H×W (raw pixels: preprocessed with the bundle's own
 resize + normalisation) or a float tensor that is already the model's normalised input. Pixel-space
-quantities (ε, L2/L∞ in 0–255 units, PSNR, SSIM) go through :func:`to_pixels`, the inverse of the
+quantities (ε, L2/L∞ in 0–255 units, PSNR, SSIM) go through :func:`normalised_to_pixels`, the inverse of the
 normalisation: ``p = x·std + mean`` in [0, 1].
 """
 
@@ -46,20 +46,20 @@ def clamp_to_pixels(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
     return torch.maximum(torch.minimum(x, hi), lo)
 
 
-def to_pixels(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
+def normalised_to_pixels(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
     """Normalised model input → pixels in [0, 1] (not clamped)."""
     m, s = channel_stats(bundle, x)
     return x * s + m
 
 
-def from_pixels(bundle: ModelBundle, p: torch.Tensor) -> torch.Tensor:
+def pixels_to_normalised(bundle: ModelBundle, p: torch.Tensor) -> torch.Tensor:
     m, s = channel_stats(bundle, p)
     return (p - m) / s
 
 
-def to_uint8(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
+def normalised_to_uint8(bundle: ModelBundle, x: torch.Tensor) -> torch.Tensor:
     """Normalised input → the uint8 image a user would save (rounded, clamped)."""
-    return to_pixels(bundle, x.detach()).mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+    return normalised_to_pixels(bundle, x.detach()).mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
 
 
 def as_targets(targets, n: int, device) -> torch.Tensor:

@@ -19,6 +19,7 @@ from cnnlab.explain.study import (COURSE_LABELS, AttackConfig, ClassvizConfig, F
                                   fooling_study, from_image_study, random_pair_targets, saliency_measures,
                                   saliency_study, sweep_study, two_networks_study)
 from cnnlab.report import Section, pct
+from cnnlab.report.claims import compare_accuracies
 from cnnlab.runs import Run
 
 log = logging.getLogger("cnnlab")
@@ -92,13 +93,8 @@ def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Sect
     q3.table([{"kept pixels": f"{f:.0%}", "most salient: prediction unchanged": k["kept_salient"],
                "random: prediction unchanged": k["kept_random"]} for f, k in keep.items()],
              "Masking the image to its most salient pixels (the rest set to the dataset mean), against random pixels")
-    better = [f for f, k in keep.items() if k["kept_salient"] > k["kept_random"]]
-    q3.text("Keeping only the most salient pixels preserves the prediction for "
-            + ", ".join(f"{pct(k['kept_salient'], 0)} (random pixels: {pct(k['kept_random'], 0)}) at {f:.0%} kept"
-                        for f, k in keep.items()) + ": "
-            + ("the map does find the pixels the decision rests on. " if better else
-               "on these images the map is no better than random pixels at keeping the decision. ")
-            + "That is what its other uses rely on: weakly supervised localisation and segmentation (Simonyan et al. "
+    q3.text(keep_salient_text(keep, len(imgs))
+            + " That is what its other uses rely on: weakly supervised localisation and segmentation (Simonyan et al. "
             "seed GrabCut with it), region-of-interest compression, data cleaning (spotting a model that looks at "
             "watermarks or background) and medical decision support.")
     out = [q1, q2, q3]
@@ -165,10 +161,7 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
                                     >= 0.9 * summ["success_rate"] else
                                     "; the others sat so close to the decision boundary that rounding undid them. "))
     if s.b is not None and fooled:
-        rate, base = tr[0][s.b_name], tr[0][f"{s.b_name} clean"]
-        text += (f"{pct(rate, 0)} of them make {s.b_name} predict the same target (clean images: {pct(base, 0)}): "
-                 + ("the course's attack is tailored to one network's gradients and mostly does not transfer. "
-                    if rate < 0.5 else "the attack transfers to a network it never saw. "))
+        text += fooling_transfer_text(tr[0][s.b_name], tr[0][f"{s.b_name} clean"], int(tr[0]["n_fooled"]), s.b_name)
     text += ("In practice a CNN that takes inputs from people who gain by fooling it (traffic signs, face "
              "recognition, content filters, medical images) can be steered to a chosen answer"
              + (" by changes nobody would notice" if not visible else "")
@@ -182,7 +175,10 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
     x, y = s.images[ids], s.labels[ids]
     steps = ctx.budget(20, 10, 2)
     tgt = random_pair_targets(a, x, y, 1, g)[:, 0]
-    att = attack_study(run, a, x, AttackConfig(course_attacks(), eps=s.eps, eps_l2=s.eps_l2, steps=steps), labels=y,
+    # every attack takes its whole budget (no early stop): transfer rates then compare equal budgets, not an
+    # attack stopped at its first success against one that kept going
+    att = attack_study(run, a, x, AttackConfig(course_attacks(), eps=s.eps, eps_l2=s.eps_l2, steps=steps,
+                                               early_stop=False), labels=y,
                        targets=tgt, generator=g, table="attacks",
                        extra_rows=[summ | {"attack": "fooling image (course, targeted, unbounded)"}],
                        figure="B-Q7_attacks", examples=ctx.budget(6, 6, 3),
@@ -190,16 +186,14 @@ def _fooling_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Secti
                        transfer_table="attack_transfer")
     q7 = Section("B-Q7", "Limits of the method and alternatives")
     q7.table(att.table, f"{len(ids)} images; ε = {s.eps * 255:.0f}/255 (L∞) or {s.eps_l2:g} (L2, [0,1] pixels), "
-                        f"{steps} steps, step ε/4 (L∞) or ε/5 (L2)")
+                        f"{steps} steps, step ε/4 (L∞) or ε/5 (L2); every attack runs its whole budget (no early stop), "
+                        "iterations count the steps to the first success")
     transfer_text = ""
     if att.transfer is not None:
         q7.table(att.transfer, f"Transfer: adversarial images of {s.a_name} given to {s.b_name}")
         tb = {r["crafted on"]: r for r in att.transfer}
-        f_rate, p_rate = tb["FGSM untargeted"][s.b_name], tb["PGD L∞ untargeted"][s.b_name]
-        transfer_text = (f" Transfer (table): {pct(f_rate, 0)} of FGSM's and {pct(p_rate, 0)} of PGD's untargeted "
-                         f"images also fool {s.b_name}"
-                         + (" — the one-step attack transfers better: the iterative one fits the source network's "
-                            "own quirks." if f_rate > p_rate else "."))
+        transfer_text = " " + attack_transfer_text(tb["FGSM untargeted"], tb["PGD L∞ untargeted"], s.b_name,
+                                                   eps_255=s.eps * 255, steps=steps)
     q7.figure(att.figures["examples"], "Untargeted adversarial images; above each, the network's prediction on it "
                                        "(\"(failed)\": the attack did not change the class)")
     by = att.by_label
@@ -342,6 +336,44 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
                     "such images explain a model rather than a class."))
         out.append(q11)
     return out
+
+
+# --------------------------------------------------------------------------- sentences from numbers
+def keep_salient_text(keep: dict, n_images: int) -> str:
+    """B-Q3: whether the most salient pixels keep the decision better than as many random pixels."""
+    parts, clear = [], []
+    for f, k in keep.items():
+        c = compare_accuracies(k["kept_salient"], k["kept_random"], n_images)
+        parts.append(f"{pct(k['kept_salient'], 0)} (random pixels: {pct(k['kept_random'], 0)}) at {f:.0%} kept")
+        clear.append(c.sign)
+    verdict = ("the map does find the pixels the decision rests on" if any(v > 0 for v in clear) else
+               "random pixels keep the decision *better* than the map's" if any(v < 0 for v in clear) else
+               "no clear difference from random pixels on these images")
+    return (f"Keeping only the most salient pixels preserves the prediction for " + ", ".join(parts) + f": {verdict} "
+            f"(95% CI of each difference, {n_images} images).")
+
+
+def fooling_transfer_text(rate: float, clean: float, n_fooled: int, other: str) -> str:
+    """B-Q6: the course's fooling images given to another network, against its rate on clean images."""
+    c = compare_accuracies(rate, clean, n_fooled)
+    head = f"{pct(rate, 0)} of them make {other} predict the same target (clean images: {pct(clean, 0)}): "
+    if c.sign <= 0:
+        return head + ("no more than the clean images do: the course's attack is tailored to one network's "
+                       f"gradients and does not transfer here (threshold {c.threshold}). ")
+    return head + ("the attack transfers to a network it never saw" + (", for a minority of the images" if rate < 0.5
+                                                                        else "") + f" (threshold {c.threshold}). ")
+
+
+def attack_transfer_text(fgsm: dict, pgd: dict, other: str, *, eps_255: float, steps: int) -> str:
+    """B-Q7: FGSM's and PGD's untargeted images given to another network, both at their whole budget."""
+    f_rate, p_rate = fgsm[other], pgd[other]
+    c = compare_accuracies(f_rate, p_rate, max(int(fgsm["n_fooled"]), 1), max(int(pgd["n_fooled"]), 1))
+    return (f"Transfer (table), both at ε = {eps_255:.0f}/255 and their whole budget (1 step for FGSM, {steps} for "
+            f"PGD): {pct(f_rate, 0)} of FGSM's and {pct(p_rate, 0)} of PGD's successful untargeted images also fool "
+            f"{other}: " + c.says("the one-step attack transfers better (as Kurakin et al. 2017 report: iterative "
+                                  "attacks follow the source network's own gradients more closely)",
+                                  "the iterative attack transfers better here",
+                                  "no clear difference between them") + f" (threshold {c.threshold}).")
 
 
 # --------------------------------------------------------------------------- entry point

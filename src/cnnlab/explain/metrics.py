@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cnnlab.explain.attacks import AttackResult
-from cnnlab.explain.inputs import class_name, to_pixels
+from cnnlab.explain.inputs import class_name, normalised_to_pixels
 from cnnlab.explain.saliency import predict_proba
 from cnnlab.models import ModelBundle
 
@@ -45,8 +45,8 @@ def image_quality(original: torch.Tensor, changed: torch.Tensor) -> dict[str, fl
 
 def attack_table(bundle: ModelBundle, result: AttackResult, *, image_ids=None) -> list[dict]:
     """One row per image of ``result`` (see the module doc)."""
-    p0 = to_pixels(bundle, result.originals).clamp(0, 1)
-    p1 = to_pixels(bundle, result.images).clamp(0, 1)
+    p0 = normalised_to_pixels(bundle, result.originals).clamp(0, 1)
+    p1 = normalised_to_pixels(bundle, result.images).clamp(0, 1)
     d = (p1 - p0) * 255.0
     probs = result.logits.softmax(1)
     # does it still fool once written as an 8-bit image?
@@ -99,8 +99,8 @@ def transfer_matrix(results: Mapping[str, tuple[ModelBundle, AttackResult]],
     for src, (bundle_a, res) in results.items():
         ok = res.success
         row = {"crafted on": src, "n_fooled": int(ok.sum())}
-        pix = to_pixels(bundle_a, res.images[ok]).clamp(0, 1)
-        pix0 = to_pixels(bundle_a, res.originals[ok]).clamp(0, 1)
+        pix = normalised_to_pixels(bundle_a, res.images[ok]).clamp(0, 1)
+        pix0 = normalised_to_pixels(bundle_a, res.originals[ok]).clamp(0, 1)
         goal = (res.targets if res.targeted else res.labels)[ok]
         for name, bundle_b in models.items():
             if int(ok.sum()) == 0:

@@ -14,7 +14,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.explain import figures
 from cnnlab.explain.attacks import AttackResult, fgsm, ifgsm, pgd
 from cnnlab.explain.fooling import fooling_images, image_target_pairs, random_targets
-from cnnlab.explain.inputs import short_name, to_pixels
+from cnnlab.explain.inputs import short_name, normalised_to_pixels
 from cnnlab.explain.metrics import attack_table, summarize, transfer_matrix
 from cnnlab.explain.saliency import predict_proba
 from cnnlab.models import ModelBundle
@@ -85,8 +85,8 @@ def fooling_study(run: Run, bundle: ModelBundle, images: torch.Tensor, labels: t
         titles = [(f"{short_name(rows[i]['label'])} (image {rows[i]['image']})",
                    f"→ {short_name(rows[i]['pred'])}, {rows[i]['iterations']} it"
                    + ("" if rows[i]["success"] else failed)) for i in sel]
-        figs["fooling"] = run.save_figure(figures.fooling_figure(to_pixels(bundle, res.originals[sel]),
-                                                                 to_pixels(bundle, res.images[sel]), titles), figure)
+        figs["fooling"] = run.save_figure(figures.fooling_figure(normalised_to_pixels(bundle, res.originals[sel]),
+                                                                 normalised_to_pixels(bundle, res.images[sel]), titles), figure)
     if curve:
         runs = {curve_label or label: (res.iterations.numpy(), res.success.numpy())}
         figs["curve"] = run.save_figure(figures.success_curve(runs, cfg.max_iter), curve)
@@ -220,10 +220,10 @@ def attack_study(run: Run, bundle: ModelBundle, images: torch.Tensor, cfg: Attac
     shown = [r for r in runs if r.spec.show]
     figs = {}
     if shown:
-        pix = {"original": to_pixels(bundle, shown[0].result.originals[:examples])}
+        pix = {"original": normalised_to_pixels(bundle, shown[0].result.originals[:examples])}
         titles = {"original": figures.attack_titles(shown[0].rows, examples)[0]}
         for r in shown:
-            pix[r.spec.key] = to_pixels(bundle, r.result.images[:examples])
+            pix[r.spec.key] = normalised_to_pixels(bundle, r.result.images[:examples])
             titles[r.spec.key] = figures.attack_titles(r.rows, examples)[1]
         figs["examples"] = run.save_figure(figures.image_rows_figure(pix, titles), figure)
     rows_t = None

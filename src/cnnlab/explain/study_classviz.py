@@ -14,7 +14,7 @@ import torch
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import figures
 from cnnlab.explain.classviz import ClassVisualization, class_visualization, final_scores, sweep
-from cnnlab.explain.inputs import class_name, model_input, short_name, to_pixels
+from cnnlab.explain.inputs import class_name, model_input, short_name, normalised_to_pixels
 from cnnlab.explain.metrics import image_quality
 from cnnlab.explain.saliency import predict_proba
 from cnnlab.models import ModelBundle
@@ -70,7 +70,7 @@ def classviz_study(run: Run, bundle: ModelBundle, classes: Sequence[int], cfg: C
     names = [class_name(bundle, c) for c in classes]
     figs = {}
     if figure:
-        snaps = [(it, to_pixels(bundle, im)) for it, im in vis.snapshots]
+        snaps = [(it, normalised_to_pixels(bundle, im)) for it, im in vis.snapshots]
         labels = list(row_labels) if row_labels is not None else [short_name(n) for n in names]
         figs["classviz"] = run.save_figure(figures.classviz_figure(snaps, labels), figure)
     scores = final_scores(bundle, vis)
@@ -119,14 +119,14 @@ def sweep_study(run: Run, bundle: ModelBundle, target: int, cfg: SweepConfig, *,
     sw = sweep(bundle, target, iterations=cfg.iterations, num_iterations=cfg.num_iterations, generator=generator,
                max_jitter=cfg.max_jitter, blur_every=cfg.blur_every, blur_sigma=cfg.blur_sigma,
                snapshot_every=cfg.snapshot_every, progress=progress)
-    grid = {k: [(lab, to_pixels(bundle, im[None])[0]) for lab, im in v] for k, v in sw["grid"].items()}
+    grid = {k: [(lab, normalised_to_pixels(bundle, im[None])[0]) for lab, im in v] for k, v in sw["grid"].items()}
     figs = {"sweep": run.save_figure(figures.sweep_figure(grid, suptitle=class_name(bundle, target)), figure)}
     rows = []
     mean = torch.tensor(bundle.mean).view(-1, 1, 1)
     for kind, cells in sw["grid"].items():
         for lab, im in cells:
             p = predict_proba(bundle, im[None])[0, target]
-            px = to_pixels(bundle, im[None])[0].clamp(0, 1)
+            px = normalised_to_pixels(bundle, im[None])[0].clamp(0, 1)
             rows.append({"varied": kind, "setting": lab, "p_target": float(p),
                          "rms_from_mean": float((px - mean).pow(2).mean().sqrt()), "tv": tv(px)})
     if table:
@@ -155,9 +155,9 @@ def class_likeness(run: Run, bundle: ModelBundle, res: ClassvizResult, classes: 
     hits = sum(r["predicted"] == r["class"] for r in rows)
     own, best, out = [], None, rows
     if images is not None:
-        mean_img = torch.stack([to_pixels(bundle, model_input(bundle, images[labels == c])).cpu().mean(0)
+        mean_img = torch.stack([normalised_to_pixels(bundle, model_input(bundle, images[labels == c])).cpu().mean(0)
                                 for c in range(10)]).flatten(1)
-        vis_px = to_pixels(bundle, res.vis.images).clamp(0, 1).flatten(1)
+        vis_px = normalised_to_pixels(bundle, res.vis.images).clamp(0, 1).flatten(1)
         corr = torch.corrcoef(torch.cat([vis_px, mean_img]))[:len(vis_px), len(vis_px):]  # vis × class means
         own = [float(corr[i, c]) for i, c in enumerate(classes)]
         best = sum(int(corr[i].argmax()) == c for i, c in enumerate(classes))
@@ -185,10 +185,10 @@ def from_image_study(run: Run, bundle: ModelBundle, images: torch.Tensor, labels
                          table=None, history=None, figure="B-Q10_from_image", row_labels=row_labels)
     vis = res.vis
     p0 = predict_proba(bundle, init)
-    start_px = to_pixels(bundle, model_input(bundle, init)).cpu()
+    start_px = normalised_to_pixels(bundle, model_input(bundle, init)).cpu()
     rows = []
     for j, (i, t) in enumerate(pairs):
-        q = image_quality(start_px[j], to_pixels(bundle, vis.images[j:j + 1])[0].clamp(0, 1))
+        q = image_quality(start_px[j], normalised_to_pixels(bundle, vis.images[j:j + 1])[0].clamp(0, 1))
         rows.append({"image": i, "label": class_name(bundle, int(labels[i])), "target": class_name(bundle, t),
                      "p_target start": float(p0[j, t]), "p_target end": res.scores[j]["p_target"],
                      "ssim to start": q["ssim"], "psnr to start": q["psnr"]})
@@ -196,7 +196,7 @@ def from_image_study(run: Run, bundle: ModelBundle, images: torch.Tensor, labels
     early_it = min((it for it, _ in vis.snapshots if it > 1), default=None)
     if early_it is None or early_it >= cfg.iterations:
         return FromImageResult(res, rows, None, [], [])
-    im_e = to_pixels(bundle, vis.at(early_it)).clamp(0, 1)
+    im_e = normalised_to_pixels(bundle, vis.at(early_it)).clamp(0, 1)
     ss_e = [image_quality(start_px[j], im_e[j])["ssim"] for j in range(len(rows))]
     p_e = [h["p_target"] for h in vis.history if h["iteration"] == early_it]
     return FromImageResult(res, rows, early_it, ss_e, p_e)
@@ -223,7 +223,7 @@ def two_networks_study(run: Run, a: ModelBundle, b: ModelBundle, res_a: Classviz
              f"p {a_name} on {b_name}'s image": float(cross_ba[i, c]),
              f"p {b_name} on {a_name}'s image": float(cross_ab[i, c])} for i, c in enumerate(classes)]
     run.write_table("classviz_other_network", rows)
-    fig = figures.image_rows_figure({a_name: to_pixels(a, res_a.vis.images), b_name: to_pixels(b, res_b.vis.images)},
+    fig = figures.image_rows_figure({a_name: normalised_to_pixels(a, res_a.vis.images), b_name: normalised_to_pixels(b, res_b.vis.images)},
                                     {a_name: [short_name(n) for n in res_a.names]})
     figs = {"two_networks": run.save_figure(fig, "B-Q11_two_networks")}
     own = float(np.mean([r[f"p {b_name} (own)"] for r in rows]))

@@ -13,7 +13,7 @@ import torch
 
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import figures
-from cnnlab.explain.inputs import class_name, model_input, short_name, to_pixels
+from cnnlab.explain.inputs import class_name, model_input, short_name, normalised_to_pixels
 from cnnlab.explain.metrics import keep_salient, top_share
 from cnnlab.explain.saliency import METHODS, grad_cam, gradcam_layer, predict_proba, saliency_maps, smoothgrad
 from cnnlab.explain.sanity import SanityResult, model_randomization_check, spearman
@@ -115,7 +115,7 @@ def saliency_study(run: Run, bundle: ModelBundle, images: torch.Tensor, cfg: Sal
     if table:
         run.write_table(table, rows)
 
-    pix = to_pixels(bundle, model_input(bundle, images)).cpu()
+    pix = normalised_to_pixels(bundle, model_input(bundle, images)).cpu()
     titles = [f"{short_name(label_names[i])}\npred {short_name(pred_names[i])}" for i in range(n)]
     show = slice(0, min(n, cfg.show))
     shown = {names[k]: v[show] for k, v in maps.items() if k != "second" or second_in_figure}
