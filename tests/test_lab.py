@@ -12,14 +12,16 @@ def test_lab_part_a_dry_run_builds_a_report(tmp_path):
     md, html = run_lab(LabContext(out=tmp_path, dry_run=True), parts="A")
     sections = json.loads((tmp_path / "A-transfer" / "sections.json").read_text())
     qids = [s["qid"] for s in sections]
-    assert qids == [f"A-Q{i}" for i in range(1, 12)]
+    assert qids == ["A-setup"] + [f"A-Q{i}" for i in range(1, 12)]
+    setup = sections[0]["blocks"][0]["text"]
+    assert "embedded study" in setup and "15 Scene study is skipped" in setup  # which data, and what is not run
     for s in sections:
         assert s["blocks"], s["qid"]
         for b in s["blocks"]:
             if "figure" in b:
                 assert (tmp_path / "A-transfer" / b["figure"]).is_file()
     page = html.read_text()
-    assert "138,357,544" in page and page.count("<h3 ") == 11
+    assert "138,357,544" in page and page.count("<h3 ") == 12
     metrics = json.loads((tmp_path / "A-transfer" / "metrics.json").read_text())
     assert 0 < metrics["digits_study"]["selected"]["test_acc"] <= 1
     # the report is rebuilt from the run folders alone

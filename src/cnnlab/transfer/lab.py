@@ -71,9 +71,28 @@ def _run(ctx, run: Run) -> list[Section]:
     real = None
     if imnet is not None and ctx.data_root and (Path(ctx.data_root) / "15scene").is_dir():
         real = _imagenet_study(ctx, run, imnet)
+    sections.insert(0, setup_section(imnet, real, cfg))
     sections += study_sections(res, study_name, real)
     run.log_metrics(digits_study={k: v for k, v in res.items() if k != "figures"}, imagenet_study=real)
     return sections
+
+
+def setup_section(imnet, real: dict | None, cfg: TransferConfig) -> Section:
+    """A-setup: which data and networks this run used, and its budget."""
+    digits = (f"**The embedded study**: cnnlab's digit CNN pretrained on 4,000 embedded MNIST digits, transferred to "
+              f"{cfg.per_class} labelled UCI digits per class (new head {cfg.head_epochs} epochs, fine-tuning "
+              f"{cfg.finetune_epochs}, from scratch {cfg.scratch_epochs}; C from {len(cfg.Cs)} values by "
+              f"{cfg.cv}-fold CV).")
+    if real is not None:
+        course = (f" **The course's study**: {real['arch']} ({Path(str(real['weights'])).name}) on 15 Scene from "
+                  f"`--data-root` ({real['n_train']} train / {real['n_test']} test images).")
+    elif imnet is not None:
+        course = (f" {imnet.arch} ImageNet weights were given, but `--data-root` holds no 15scene/ folder: the "
+                  "course's 15 Scene study is skipped.")
+    else:
+        course = (" No ImageNet weights were available (`--arch/--weights/--mean/--std`, or VGG16's cached "
+                  "weights) with `--data-root` holding 15scene/: the course's 15 Scene study is skipped.")
+    return Section("A-setup", "Data and budget").text(digits + course)
 
 
 def _imagenet_study(ctx, run: Run, bundle) -> dict:
