@@ -57,7 +57,7 @@ def test_class_entropy():
 @pytest.fixture(scope="module")
 def digits():
     from cnnlab.data import load_dataset
-    from cnnlab.generate.train import resize_uint8, to_gan_range
+    from cnnlab.generate.data import resize_uint8, to_gan_range
 
     test = load_dataset("mnist-embedded", "test")
     train = load_dataset("mnist-embedded", "train")
