@@ -171,3 +171,47 @@ def test_csv_holds_float32_values_without_float64_noise(tmp_path):
     row = next(csv.DictReader(open(path)))
     assert row == {"acc": "0.937", "exact": "0.30000000000000004", "n": "3", "big": "1e+300", "nan": ""}
     assert float(np.float32(float(row["acc"]))) == acc  # the same float32, read back
+
+
+# --------------------------------------------------------------------------- figures a new user looks at
+def test_learning_curve_labels_each_measured_size_once():
+    from matplotlib.ticker import NullFormatter
+
+    from cnnlab.transfer.figures import learning_curve
+
+    rows = [{"method": m, "per_class": k, "test_acc": 0.5} for m in ("svm", "scratch") for k in (2, 5, 10, 20, 50)]
+    ax = learning_curve(rows).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["2", "5", "10", "20", "50"]
+    assert isinstance(ax.xaxis.get_minor_formatter(), NullFormatter)  # no 2x10^0-style labels between them
+
+
+def test_top5_examples_cover_different_classes():
+    from cnnlab.transfer.figures import varied_examples
+
+    labels = torch.tensor([0] * 100 + [1] * 100 + [2] * 3)
+    picked = varied_examples(labels, 5)
+    assert labels[picked].tolist() == [0, 1, 2, 0, 1]  # one of each class before any repeats
+    assert sorted(varied_examples(labels, 500)) == list(range(203))  # asked for more: every example, once
+
+
+def test_top5_figure_puts_each_images_bars_beside_it_with_the_class_names():
+    from cnnlab.transfer.figures import topk_figure
+
+    imgs = torch.zeros(6, 1, 28, 28, dtype=torch.uint8)
+    preds = [[("3", 0.7), ("1", 0.2), ("2", 0.1)]] * 6
+    fig = topk_figure(imgs, preds, ["3", "1", "2", "4", "5", "6"])
+    bars = [ax for ax in fig.axes if ax.patches]
+    assert len(bars) == 6 and all([t.get_text() for t in ax.get_yticklabels()] == ["3", "1", "2"] for ax in bars)
+    images = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in images] == ["true: 3", "true: 1", "true: 2", "true: 4", "true: 5", "true: 6"]
+    for img_ax, bar_ax in zip(images, bars):  # the bars sit right of their image, on the same row
+        a, b = img_ax.get_position(), bar_ax.get_position()
+        assert b.x0 >= a.x1 - 1e-6 and abs(a.y0 - b.y0) < 0.1
+
+
+def test_attack_figure_titles_say_what_the_network_predicts_on_each_attacked_image():
+    from cnnlab.explain.figures import attack_titles
+
+    rows = [{"label": "cat", "pred": "dog", "success": True}, {"label": "car", "pred": "car", "success": False}]
+    originals, attacked = attack_titles(rows, 2)
+    assert originals == ["cat", "car"] and attacked == ["dog", "car (failed)"]
