@@ -224,3 +224,20 @@ def test_the_full_lab_on_a_gpu_runs_the_course_budgets(tmp_path):
     assert not cpu.course_budgets and gpu.course_budgets and not gpu_quick.course_budgets
     assert lab_config(cpu)[0].dann_epochs == 8 and lab_config(gpu)[0].dann_epochs == 20
     assert lab_config(cpu, course=True)[0].dann_epochs == 20  # the course's data: the course's protocol
+
+
+@pytest.mark.parametrize("fn, low, high, cut", [
+    ("class_map_text", "does depend on the class", "reflects the input more than the decision", 0.5),
+    ("sanity_text", "do depend on the learnt weights", "survives without any learnt weight", 0.3),
+    ("two_networks_maps_text", "hardly agree", "broadly the same regions", 0.2),
+    ("from_image_text", "Little of the original", "Much of the original survives", 0.5),
+    ("cross_network_text", "specific to the network that made it", "carry class features that both", 0.5),
+])
+def test_part_b_cutoff_sentences_follow_the_number_and_print_the_cutoff(fn, low, high, cut):
+    from cnnlab.explain import lab
+
+    f = getattr(lab, fn)
+    below, above = f(cut - 0.05), f(cut + 0.05)
+    assert low in below and high not in below
+    assert high in above and low not in above
+    assert f"{cut}" in below and f"{cut}" in above

@@ -74,16 +74,12 @@ def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Sect
     q2.text(
         f"- One pixel at a time: the map is a first-order, local measure; it says nothing about how pixels act "
         f"together. Maps for the true class and for another class correlate at ρ = {rho_other:.2f}: "
-        + ("much of the map is the same whatever the class, i.e. it reflects the input more than the decision. "
-           if rho_other > 0.5 else "the map does depend on the class asked. ")
+        + class_map_text(rho_other)
         + f"\n- Noise: the raw map and its average over noisy copies (SmoothGrad) rank pixels alike only at "
         f"ρ = {rho_sg:.2f}: part of the raw map is pixel-level gradient noise; Grad-CAM, which works at the "
         f"resolution of `{layer}`, agrees with it at ρ = {rho_cam:.2f}.\n- Sanity: with every layer re-initialised "
         f"the maps still correlate with the trained ones at ρ = {last['spearman_mean']:.2f} (SSIM "
-        f"{last['ssim_mean']:.2f}); "
-        + ("a sizeable part of what a map shows survives without any learnt weight: that part is the image's own "
-           "structure, not the model's reasoning." if last["spearman_mean"] > 0.3 else
-           "the maps do depend on the learnt weights, as a faithful explanation must.")
+        f"{last['ssim_mean']:.2f}); " + sanity_text(last["spearman_mean"])
         + "\n- Known limits not measured here: gradients saturate (a decisive feature can have a small gradient "
         "once it is fully present) and the absolute value discards the sign (evidence for vs against).")
 
@@ -108,9 +104,7 @@ def _saliency_sections(ctx, s: Setup, run: Run, g: torch.Generator) -> list[Sect
         q4.text(f"The two networks' maps of the same image correlate at ρ = {rab:.2f} on average; the 5% most "
                 f"salient pixels hold {pct(np.mean([r['top5% A'] for r in rows_b]), 0)} of the mass for {s.a_name} "
                 f"and {pct(np.mean([r['top5% B'] for r in rows_b]), 0)} for {s.b_name}. "
-                + ("They look at broadly the same regions, but pixel by pixel the maps differ: a saliency map "
-                   "explains one network, not the image." if rab > 0.2 else
-                   "Pixel by pixel they hardly agree: a saliency map explains one network, not the image."))
+                + two_networks_maps_text(rab))
         out.append(q4)
     return out
 
@@ -312,12 +306,7 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q10.text(f"After {iters} iterations the SSIM to the starting image is "
              + ", ".join(f"{r['ssim to start']:.2f}" for r in rows10) + " and the confidence in the target went "
              + ", ".join(f"{r['p_target start']:.2f} → {r['p_target end']:.2f}" for r in rows10) + "." + early + " "
-             + ("Much of the original survives: the ascent paints the class's evidence into a real scene, which "
-                "shows what the network would need to see there, in context; with the image's own class it "
-                "exaggerates the features the network already relies on (DeepDream-like)." if kept > 0.5 else
-                "Little of the original structure is left after the course's number of iterations; the earlier "
-                "snapshots (figure) keep more of the scene, which is the point of starting from a real image: the "
-                "class's features drawn into a real context, or, with the image's own class, exaggerated.")
+             + from_image_text(kept)
              + " Towards another class it is a fooling image without a budget on the change.")
     out = [q8, q9, q10]
 
@@ -330,10 +319,7 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
         q11.table(tn.rows)
         q11.text(f"{s.b_name} reaches its own targets with mean confidence {tn.own:.2f}; the images made for "
                  f"{s.a_name} get a mean confidence of {tn.cross:.2f} from {s.b_name}: "
-                 + ("the visualisations carry class features that both networks use, although the two images of a "
-                    "class differ pixel by pixel (figure)." if tn.cross > 0.5 else
-                    "much of each image is specific to the network that made it (its own shortcuts), which is why "
-                    "such images explain a model rather than a class."))
+                 + cross_network_text(tn.cross))
         out.append(q11)
     return out
 
@@ -374,6 +360,50 @@ def attack_transfer_text(fgsm: dict, pgd: dict, other: str, *, eps_255: float, s
                                   "attacks follow the source network's own gradients more closely)",
                                   "the iterative attack transfers better here",
                                   "no clear difference between them") + f" (threshold {c.threshold}).")
+
+
+# Fixed cut-offs of the Part B sentences that rest on a correlation, an SSIM or a confidence (no sampling
+# model at hand for these): each sentence prints the cut-off it used.
+RHO_CLASS_MAP = 0.5  # saliency of the true class vs of another class: above, the map ignores the class
+RHO_SANITY = 0.3  # randomised vs trained model's maps: above, the map survives without learnt weights
+RHO_TWO_NETWORKS = 0.2  # two networks' maps of the same image: above, broadly the same regions
+SSIM_KEPT = 0.5  # class visualisation from a real image: above, much of the image survives
+P_CROSS = 0.5  # another network's confidence in a visualisation: above, the features are shared
+
+
+def class_map_text(rho: float) -> str:
+    return (("much of the map is the same whatever the class, i.e. it reflects the input more than the decision"
+             if rho > RHO_CLASS_MAP else "the map does depend on the class asked") + f" (cut-off ρ = {RHO_CLASS_MAP}).")
+
+
+def sanity_text(rho: float) -> str:
+    return (("a sizeable part of what a map shows survives without any learnt weight: that part is the image's own "
+             "structure, not the model's reasoning" if rho > RHO_SANITY else
+             "the maps do depend on the learnt weights, as a faithful explanation must") + f" (cut-off ρ = {RHO_SANITY}).")
+
+
+def two_networks_maps_text(rho: float) -> str:
+    return (("They look at broadly the same regions, but pixel by pixel the maps differ: a saliency map explains one "
+             "network, not the image" if rho > RHO_TWO_NETWORKS else
+             "Pixel by pixel they hardly agree: a saliency map explains one network, not the image")
+            + f" (cut-off ρ = {RHO_TWO_NETWORKS}).")
+
+
+def from_image_text(ssim: float) -> str:
+    return (("Much of the original survives: the ascent paints the class's evidence into a real scene, which shows "
+             "what the network would need to see there, in context; with the image's own class it exaggerates the "
+             "features the network already relies on (DeepDream-like)" if ssim > SSIM_KEPT else
+             "Little of the original structure is left after the course's number of iterations; the earlier "
+             "snapshots (figure) keep more of the scene, which is the point of starting from a real image: the "
+             "class's features drawn into a real context, or, with the image's own class, exaggerated")
+            + f" (mean SSIM {ssim:.2f}, cut-off {SSIM_KEPT}).")
+
+
+def cross_network_text(p_cross: float) -> str:
+    return (("the visualisations carry class features that both networks use, although the two images of a class "
+             "differ pixel by pixel (figure)" if p_cross > P_CROSS else
+             "much of each image is specific to the network that made it (its own shortcuts), which is why such "
+             "images explain a model rather than a class") + f" (cut-off {P_CROSS}).")
 
 
 # --------------------------------------------------------------------------- entry point
