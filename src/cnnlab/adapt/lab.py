@@ -189,8 +189,8 @@ def source_accuracy_text(source_only: float | None, dann: float | None, n_source
     head = (f"Source test accuracy: source-only {pct(source_only)}, DANN {pct(dann)} "
             f"(threshold {c.threshold}). ")
     return head + c.says(
-        "DANN is *higher* on the source too: the drop the course expects does not show in this run (the domain "
-        "loss can act as a regulariser on a small source set).",
+        "DANN is *higher* on the source too: the drop the course expects does not show in this run (not "
+        "measured here, but one possible reason is the domain loss acting as a regulariser).",
         "DANN gives up some source accuracy: its features must also fool the domain classifier, so the feature "
         "extractor drops source-specific cues that helped the label predictor (a trade-off between the two "
         "losses; the label head also sees a changing representation as λ grows).",
