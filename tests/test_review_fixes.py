@@ -187,3 +187,17 @@ def test_retain_freed_memory_is_false_without_glibcs_mallopt(monkeypatch):
     monkeypatch.setattr(allocator, "_applied", None)
     monkeypatch.setattr(allocator.ctypes, "CDLL", lambda name: object())  # musl: no mallopt
     assert allocator.retain_freed_memory() is False
+
+
+def test_forced_bf16_on_a_cpu_without_native_bf16_warns_once(monkeypatch, caplog):
+    from cnnlab import precision
+
+    monkeypatch.setattr(precision, "native_bf16_cpu", lambda: False)
+    monkeypatch.setattr(precision, "_warned_emulated", False)
+    cpu = torch.device("cpu")
+    with caplog.at_level("WARNING", logger="cnnlab"):
+        assert precision.use_bf16("bf16", cpu) and precision.use_bf16("bf16", cpu)
+        assert not precision.use_bf16("auto", cpu)
+    assert [r.message.count("emulated") for r in caplog.records] == [1]
+    monkeypatch.setattr(precision, "native_bf16_cpu", lambda: True)
+    assert precision.use_bf16("auto", cpu)

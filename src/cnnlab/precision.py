@@ -8,20 +8,37 @@ the weights and the optimiser in fp32 and runs convolutions and matrix products 
 from __future__ import annotations
 
 import contextlib
+import logging
 
 import torch
+
+log = logging.getLogger("cnnlab")
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+def native_bf16_cpu() -> bool:
+    """Whether this CPU's oneDNN runs bf16 natively (AVX512-BF16 / AMX)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+_warned_emulated = False
+
+
 def use_bf16(precision: str, device: torch.device) -> bool:
+    global _warned_emulated
     if precision == "bf16":
+        if device.type == "cpu" and not native_bf16_cpu() and not _warned_emulated:
+            # emulated bf16 is far slower than fp32 (docs/checks/part_c.md, session 7)
+            log.warning("--precision bf16 on a CPU without native bf16 (AVX512-BF16/AMX): it is emulated and many "
+                        "times slower than fp32; --precision auto picks fp32 here")
+            _warned_emulated = True
         return True
     if precision == "auto" and device.type == "cpu":
-        try:
-            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-        except (AttributeError, RuntimeError):
-            return False
+        return native_bf16_cpu()
     return False
 
 
