@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-START, END = "<!-- report-excerpt:start -->", "<!-- report-excerpt:end -->"
+START, END = "<!-- report-excerpt:start", "<!-- report-excerpt:end -->"
 # which sections, and what of each: "text" = the heading and its first paragraph, "table" = the heading,
 # the first table with its caption and the figure that follows it
 KEEP = {"A-Q1": "text", "A-Q8": "table"}
@@ -43,11 +43,33 @@ def excerpt(report_md: str) -> str:
     return "\n".join(out).replace("\n\n\n", "\n\n").strip()
 
 
+def machine() -> str:
+    """The CPU the numbers depend on (its model and whether it runs bf16 natively: the digits study's
+    extraction precision follows it), as recorded next to the excerpt."""
+    import platform
+
+    from cnnlab.precision import native_bf16_cpu
+
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, native bf16: {'yes' if native_bf16_cpu() else 'no'}, 1 thread"
+
+
+_BLOCK = re.compile(rf"{re.escape(START)} \(made on: (.*?)\) -->\n```markdown\n(.*?)\n```\n{re.escape(END)}", re.S)
+
+
 def readme_block(readme: str) -> str:
-    m = re.search(rf"{re.escape(START)}\n```markdown\n(.*?)\n```\n{re.escape(END)}", readme, re.S)
+    m = _BLOCK.search(readme)
     if not m:
-        raise SystemExit(f"README.md has no excerpt between {START} and {END}")
-    return m.group(1)
+        raise SystemExit(f"README.md has no excerpt between {START} (made on: …) --> and {END}")
+    return m.group(2)
+
+
+def readme_machine(readme: str) -> str:
+    return _BLOCK.search(readme).group(1)
 
 
 def main() -> int:
@@ -62,7 +84,9 @@ def main() -> int:
     if args.check:
         print("README excerpt is up to date" if old == new else "README excerpt differs from the run")
         return 0 if old == new else 1
-    readme_path.write_text(readme.replace(old, new, 1), encoding="utf-8")
+    m = _BLOCK.search(readme)
+    block = f"{START} (made on: {machine()}) -->\n```markdown\n{new}\n```\n{END}"
+    readme_path.write_text(readme[:m.start()] + block + readme[m.end():], encoding="utf-8")
     print(f"README excerpt rewritten from {args.run}/report.md")
     return 0
 
