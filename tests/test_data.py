@@ -156,3 +156,13 @@ def test_imagenet_npz_label_map_is_read_without_arbitrary_pickles(tmp_path):
     _npz(evil_dir / "imagenet_val_25.npz", np.array({0: Evil()}, dtype=object))
     with pytest.raises(CnnlabError, match="refusing to load builtins.print"):
         load_dataset("imagenet-val25", "test", data_root=evil_dir)
+
+
+def test_has_mnist_finds_torchvisions_layout(tmp_path):
+    from cnnlab.data.sources import has_mnist
+
+    assert not has_mnist(None) and not has_mnist(tmp_path)
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    assert not has_mnist(tmp_path)  # the folder alone is not the data
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"")
+    assert has_mnist(tmp_path)

@@ -17,6 +17,7 @@ from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
 from cnnlab.adapt.selection import CRITERIA
 from cnnlab.adapt.studies import run_studies
+from cnnlab.data.sources import has_mnist
 from cnnlab.report import Section, pct
 from cnnlab.report.claims import compare_accuracies
 from cnnlab.runs import Run
@@ -26,10 +27,7 @@ log = logging.getLogger("cnnlab")
 
 def has_course_data(data_root) -> bool:
     """Whether ``data_root`` holds what the course's Part C needs: MNIST and BSDS500's photographs."""
-    if data_root is None:
-        return False
-    root = Path(data_root).expanduser()
-    return any((root / "MNIST" / "raw").glob("train-images-idx3-ubyte*")) and (root / "BSDS500" / "train").is_dir()
+    return has_mnist(data_root) and (Path(data_root).expanduser() / "BSDS500" / "train").is_dir()
 
 
 def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, int]:

@@ -39,6 +39,12 @@ DATASETS = {
 DATASET_NAMES = tuple(DATASETS)
 
 
+def has_mnist(data_root) -> bool:
+    """Whether ``data_root`` holds MNIST in torchvision's layout (the one check every part makes
+    before choosing the course's data over the embedded digits)."""
+    return data_root is not None and any((Path(data_root).expanduser() / "MNIST" / "raw").glob("train-images-idx3-ubyte*"))
+
+
 def _check_split(name: str, split: str, allowed=("train", "test")) -> None:
     if split not in allowed:
         raise CnnlabError(f"dataset {name!r} has splits {', '.join(allowed)}; got split {split!r}")

@@ -412,7 +412,7 @@ def run_lab(ctx) -> list[Section]:
     out = ctx.part_dir("B-explain")
     cfg = {"setting": s.kind, "network_a": s.a_name, "network_b": s.b_name or None, "quick": ctx.quick,
            "dry_run": ctx.dry_run, "eps": s.eps, "eps_l2": s.eps_l2}
-    run = Run.create(out.resolve(), "lab B", cfg, ctx.seed)  # absolute figure paths, whatever --out is
+    run = Run.create(out, "lab B", cfg, ctx.seed)
     try:
         g = torch.Generator().manual_seed(ctx.seed)
         intro = Section("B-Q0", "Setting")

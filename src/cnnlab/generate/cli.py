@@ -50,11 +50,11 @@ def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
 
 
 def _dataset(args) -> str:
-    from pathlib import Path
+    from cnnlab.data.sources import has_mnist
 
     if args.dataset:
         return args.dataset
-    if args.data_root and (Path(args.data_root) / "MNIST" / "raw").is_dir():
+    if has_mnist(args.data_root):
         return "mnist"
     return "mnist-embedded"
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from cnnlab.data.sources import has_mnist
 from cnnlab.generate.judge import load_judge, real_reference
 from cnnlab.generate.steps import generator_loss
 from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
@@ -28,11 +29,6 @@ COURSE_CDCGAN = {"ngf": 128, "ndf": 64}
 
 
 Z_USED = 0.05  # below this share of feature variance, G ignores z (one image per class)
-
-
-def has_mnist(data_root) -> bool:
-    """Whether ``data_root`` holds MNIST in torchvision's layout."""
-    return data_root is not None and any((Path(data_root).expanduser() / "MNIST" / "raw").glob("train-images-idx3-ubyte*"))
 
 
 def _z_part(split: dict) -> float:
