@@ -153,3 +153,52 @@ def test_checkpoints_resume_under_another_world_size(tmp_path):
     final = torch.load(out, weights_only=True)["state"]
     for k, v in reference.state_dict().items():
         torch.testing.assert_close(final[k], v, atol=1e-4, rtol=1e-4)
+
+
+def _syncbn_worker(rank, world, port, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    distributed.init_from_env()
+    try:
+        torch.manual_seed(0)
+        x = torch.randn(8, 3, 5, 5, dtype=torch.float64)
+        bn = distributed.convert_sync_batchnorm(nn.Sequential(nn.BatchNorm2d(3, momentum=0.3).double()))
+        mine = x[rank::world].clone().requires_grad_(True)
+        w = torch.arange(1.0, 9.0, dtype=torch.float64)[rank::world].view(-1, 1, 1, 1)  # a non-uniform loss
+        (bn(mine) * w).sum().backward()
+        torch.save({"grad": mine.grad, "mean": bn[0].running_mean,
+                    "var": bn[0].running_var, "wgrad": bn[0].weight.grad}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_sync_batchnorm_on_cpu_equals_batchnorm_on_the_whole_batch(tmp_path):
+    """Two ranks holding half a batch each: the same running statistics, input gradients and weight
+    gradients (summed over ranks, as DDP would average them) as one BatchNorm on the whole batch."""
+    torch.manual_seed(0)
+    x = torch.randn(8, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    bn = nn.BatchNorm2d(3, momentum=0.3).double()
+    w = torch.arange(1.0, 9.0, dtype=torch.float64).view(-1, 1, 1, 1)
+    (bn(x) * w).sum().backward()
+    out = str(tmp_path / "sbn")
+    mp.spawn(_syncbn_worker, args=(2, _free_port(), out), nprocs=2, join=True)
+    r = [torch.load(f"{out}.{k}", weights_only=True) for k in (0, 1)]
+    for k in (0, 1):
+        torch.testing.assert_close(r[k]["mean"], bn.running_mean)
+        torch.testing.assert_close(r[k]["var"], bn.running_var)  # unbiased over the 8 × 25 values of each channel
+        torch.testing.assert_close(r[k]["grad"], x.grad[k::2])  # gradients flow through the other rank's statistics
+    torch.testing.assert_close(r[0]["wgrad"] + r[1]["wgrad"], bn.weight.grad)
+
+
+def test_shards_are_equal_and_batch_sizes_must_split(monkeypatch):
+    from cnnlab.errors import CnnlabError
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 3)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    assert distributed.shard(torch.arange(9)).tolist() == [1, 4, 7]
+    assert distributed.shard(torch.arange(11)).tolist() == [1, 4, 7]  # 11 → 9: every rank gets 3
+    with pytest.raises(CnnlabError, match="--batch-size 64 cannot be split into equal shards for 3 processes"):
+        distributed.check_batch_size(64)
+    distributed.check_batch_size(63)

@@ -92,3 +92,56 @@ def test_lab_part_a_runs_the_imagenet_study_with_a_user_weights_file(tmp_path, m
     for fig in real["figures"].values():
         assert Path(fig).is_file() or (out / "A-transfer" / fig).is_file()
     assert "15scene" in (out / "report.md").read_text()
+
+
+def test_lab_progress_follows_a_slow_pace_inside_the_first_part(monkeypatch):
+    import io
+
+    from cnnlab import lab_progress
+    from cnnlab.lab_progress import LabProgress
+
+    now = [0.0]
+    monkeypatch.setattr(lab_progress.time, "perf_counter", lambda: now[0])
+    monkeypatch.setitem(lab_progress.EXPECTED_SECONDS, "test", {"A": 100.0, "B": 100.0})
+    p = LabProgress(["A", "B"], "test", stream=io.StringIO())
+    p.start_part("A")
+    now[0] = 50.0
+    assert p.pace() == 1.0 and p.seconds_left() == 150.0  # on time: no change
+    now[0] = 400.0  # A has run 4x its expected time: B is expected 4x slower too, and the estimate keeps growing
+    assert p.pace() == 4.0 and p.seconds_left() >= 400.0
+    now[0] = 800.0
+    assert p.seconds_left() >= 800.0
+
+
+def test_the_lab_states_its_expected_time_by_data_and_mode_before_it_starts():
+    from cnnlab.lab_progress import COURSE_SECONDS, EXPECTED_SECONDS, plan_text
+
+    embedded = plan_text("ABCD", "full")
+    course = plan_text("ABCD", "full", {"A", "B", "C", "D"})
+    quick = plan_text("ABCD", "quick", {"C"})
+    assert f"~{round(sum(EXPECTED_SECONDS['full'].values()) / 60)} min" in embedded and "course data" not in embedded
+    assert "`--quick` takes ~" in embedded and "`--quick`" not in quick  # --quick already shortens it
+    assert "C ~" in quick and "(course data)" in quick and quick.count("(course data)") == 1
+    total = sum(COURSE_SECONDS["full"].values())
+    assert (f"~{total / 3600:.1f} h" if total >= 5400 else f"~{round(total / 60)} min") in course
+
+
+def test_each_part_says_whether_it_finds_the_courses_data(tmp_path, monkeypatch):
+    import numpy as np
+
+    from cnnlab import adapt, explain, generate, transfer  # noqa: F401
+    from cnnlab.adapt import lab as c
+    from cnnlab.explain import lab as b
+    from cnnlab.generate import lab as d
+    from cnnlab.lab import LabContext
+    from cnnlab.transfer import lab as a
+
+    monkeypatch.setenv("CNNLAB_CACHE", str(tmp_path / "cache"))  # no cached VGG16/SqueezeNet weights
+    root = tmp_path / "data"
+    bare = LabContext(out=tmp_path, data_root=root, arch="mobilenet_v2", weights=str(tmp_path / "w.pth"))
+    assert [m.uses_course_data(bare) for m in (a, b, c, d)] == [False] * 4
+    (root / "15scene").mkdir(parents=True)
+    np.savez(root / "imagenet_val_25.npz", x=np.zeros(1))
+    assert [m.uses_course_data(bare) for m in (a, b)] == [True, True]
+    no_model = LabContext(out=tmp_path, data_root=root)
+    assert [m.uses_course_data(no_model) for m in (a, b)] == [False, False]  # the data alone is not the course's study

@@ -241,3 +241,50 @@ def test_part_b_cutoff_sentences_follow_the_number_and_print_the_cutoff(fn, low,
     assert low in below and high not in below
     assert high in above and low not in above
     assert f"{cut}" in below and f"{cut}" in above
+
+
+def test_b_q8_says_the_images_resemble_their_class_only_when_most_do_and_prints_the_cutoff():
+    from cnnlab.explain.lab import classviz_text
+
+    shape = classviz_text(10, 10, 0.99, 200, own_corr=0.4, best=7)
+    assert "carry the class's shape" in shape and "for every class" in shape and "cut-off: 50%" in shape
+    local = classviz_text(6, 10, 0.7, 200, own_corr=0.05, best=2)
+    assert "do not look like the class" in local and "after 200 iterations" in local and "for every class" not in local
+    assert "repeated textures" in classviz_text(5, 5, 0.9, 50)  # ImageNet: no average image to compare with
+
+
+def test_b_q9_trends_follow_the_sweep_and_print_their_cutoffs():
+    from cnnlab.explain.lab import sweep_text
+
+    def rows(kind, settings, p, rms, tv):
+        return [{"varied": kind, "setting": s, "p_target": a, "rms_from_mean": b, "tv": c}
+                for s, a, b, c in zip(settings, p, rms, tv)]
+
+    def sweep(it_rms, it_p, lr_p, lr_tv, l2_rms, l2_p):
+        return sweep_text(rows("iterations", ["25", "400"], it_p, it_rms, [0.1, 0.1])
+                          + rows("learning_rate", ["1", "10"], lr_p, [0.3, 0.3], lr_tv)
+                          + rows("l2_reg", ["1e-4", "1e-1"], l2_p, l2_rms, [0.1, 0.1]), 200)
+
+    grows = sweep([0.2, 0.4], [0.3, 0.9], [0.2, 0.9], [0.1, 0.3], [0.4, 0.1], [0.9, 0.2])
+    assert "keeps moving away from the mean" in grows and "not reached yet" not in grows
+    assert "too small a step" in grows and "harsher, noisier" in grows
+    assert "pulls the image towards the dataset mean" in grows and "the penalty wins" in grows
+    flat = sweep([0.3, 0.31], [0.2, 0.3], [0.8, 0.9], [0.2, 0.205], [0.3, 0.3], [0.9, 0.9])
+    assert "the image has settled" in flat and "not reached yet" in flat
+    assert "even the smallest step" in flat and "barely changes the texture" in flat and "hardly changes" in flat
+    for text in (grows, flat):
+        assert "under 5% of the first value" in text and "above 0.5" in text
+
+
+def test_d_margin_is_the_seed_spread_and_the_sentences_print_it():
+    from cnnlab.generate.lab import DOCUMENTED_MARGIN, fd_margin, fd_trend, saturating_text
+
+    tight, loose = fd_margin([60.0, 61.0, 59.0], "this run"), fd_margin([40.0, 60.0, 80.0], "this run")
+    assert tight.rel < 0.05 < 0.5 < loose.rel  # 1.96·√2·cv: cv 1.7% and 33%
+    assert "better in this run" in saturating_text(50.0, 60.0, tight)  # outside a tight spread
+    assert "no clear difference" in saturating_text(50.0, 60.0, loose)  # inside a loose one
+    assert fd_trend(60.0, 70.0, tight).startswith("it rose") and fd_trend(60.0, 70.0, loose) == "no clear change"
+    assert "60.0, 61.0, 59.0" in saturating_text(50.0, 60.0, tight)  # the seeds it rests on are printed
+    assert "docs/checks/part_d.md" in DOCUMENTED_MARGIN.basis and 0.2 < DOCUMENTED_MARGIN.rel < 0.35
+    with pytest.raises(ValueError):
+        fd_margin([60.0], "one seed")

@@ -7,9 +7,12 @@ stays small. Every :class:`~cnnlab.errors.CnnlabError` is printed as one ``error
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
+import os
 import sys
+import traceback
 
 from cnnlab import __version__
 from cnnlab.errors import CnnlabError
@@ -54,6 +57,12 @@ def add_common(p: argparse.ArgumentParser, *, out_default: str) -> None:
     g.add_argument("--download", action="store_true", help="download missing torchvision datasets (online users)")
     g.add_argument("--dry-run", action="store_true", help="tiny and fast: a smoke test of the whole command")
     g.add_argument("--resume", action="store_true", help="continue an interrupted run in --out from its checkpoints")
+    g.add_argument("--threads", type=int, default=None,
+                   help="intra-op CPU threads (default: one per core that other processes leave idle, checked "
+                        "between epochs; OMP_NUM_THREADS also sets it)")
+    g.add_argument("--sync-bn", action=argparse.BooleanOptionalAction, default=True,
+                   help="under torchrun, synchronise BatchNorm statistics across processes (SyncBatchNorm), so "
+                        "that results do not depend on the number of processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,7 +103,23 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argpa
     return args
 
 
+@contextlib.contextmanager
+def _quiet_unless_main():
+    """Under torchrun only rank 0 prints results (every rank computes them); errors still reach stderr."""
+    from cnnlab.distributed import is_main
+
+    if is_main():
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
+    from cnnlab import threads
+
+    if "torch" not in sys.modules:  # OpenMP reads its wait policy once, when torch loads it
+        threads.set_wait_policy()
     parser = build_parser()
     args = parse_args(parser, argv)
     # The run folder's log.txt gets INFO; the terminal only warnings unless --verbose.
@@ -109,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.print_help()
             return 1
         from cnnlab.allocator import retain_freed_memory
-        from cnnlab.distributed import init_from_env
+        from cnnlab.distributed import (init_from_env, is_distributed, lost_a_peer, rank_prefix,
+                                        wait_before_reporting)
         from cnnlab.runs import record_failure, runs_created
 
         if getattr(args, "retain_freed_memory", False):
@@ -118,10 +144,16 @@ def main(argv: list[str] | None = None) -> int:
             retain_freed_memory()
         first_run = len(runs_created)
         try:
-            init_from_env()  # under torchrun: join the process group (no-op otherwise)
-            result = args.func(args)
+            if hasattr(args, "threads"):  # the commands that compute: pick threads for this machine's load
+                if args.threads is not None and args.threads < 1:
+                    raise CnnlabError(f"--threads {args.threads}: give a positive number of threads")
+                logger.info("threads: %s", threads.choose(args.threads))
+            init_from_env(getattr(args, "sync_bn", None))  # under torchrun: join the process group (no-op otherwise)
+            with _quiet_unless_main():
+                result = args.func(args)
         except CnnlabError as e:
-            print(f"error: {e}", file=sys.stderr)
+            wait_before_reporting()
+            print(f"error: {rank_prefix()}{e}", file=sys.stderr)
             record_failure(runs_created[first_run:], f"error: {e}")
             return 2
         except KeyboardInterrupt:
@@ -129,10 +161,18 @@ def main(argv: list[str] | None = None) -> int:
             record_failure(runs_created[first_run:], "interrupted (KeyboardInterrupt)")
             return 130
         except Exception as e:
-            record_failure(runs_created[first_run:], f"failed: {type(e).__name__}: {e}")
+            if is_distributed() and lost_a_peer(e):  # another process failed first and says why
+                record_failure(runs_created[first_run:], f"stopped: another process failed ({type(e).__name__}: {e})")
+                return 1
+            record_failure(runs_created[first_run:], f"failed: {type(e).__name__}: {e}\n{traceback.format_exc()}")
+            if is_distributed():  # one line from the rank that failed (the traceback is in its log.txt)
+                wait_before_reporting()
+                print(f"error: {rank_prefix()}{type(e).__name__}: {e}", file=sys.stderr)
+                return 1
             raise
         return int(result or 0)
     finally:
+        threads.stop_following()
         # main() may run many times in one process (tests, notebooks): a handler left behind would
         # write to this call's stderr, possibly closed by then ("--- Logging error ---").
         logger.removeHandler(console)

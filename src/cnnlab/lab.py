@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from cnnlab.errors import CnnlabError
-from cnnlab.lab_progress import LabProgress
+from cnnlab.lab_progress import LabProgress, plan_text
 from cnnlab.report import Section, load_sections, save_sections, write_report
 from cnnlab.runs import Run, library_versions, resolve_device
 
@@ -81,7 +81,11 @@ def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
     timings = {}
     todo = [(letter, folder, mod) for letter, folder, mod in LAB_PARTS if letter in parts]
     mode = "dry" if ctx.dry_run else "quick" if ctx.quick else "full"
-    progress = LabProgress([letter for letter, _, _ in todo], mode)
+    modules = {letter: _load_part(module) for letter, _, module in todo}
+    course = {letter for letter, mod in modules.items()  # a part may say whether it found the course's data
+              if mod is not None and getattr(mod, "uses_course_data", lambda _: False)(ctx)}
+    progress = LabProgress([letter for letter, _, _ in todo], mode, course=course)
+    print(plan_text([letter for letter, _, _ in todo], mode, course), flush=True)
     logging.getLogger("cnnlab").addHandler(progress)  # every logged step of a part updates the progress line
     try:
         for i, (letter, folder, module) in enumerate(todo, 1):
@@ -91,7 +95,7 @@ def run_lab(ctx: LabContext, parts: str = "ABCD") -> tuple[Path, Path]:
                 progress.skip_part(letter)
                 print(f"[{i}/{len(todo)}] Part {letter}: already done, kept ({done})")
                 continue
-            mod = _load_part(module)
+            mod = modules[letter]
             if mod is None:
                 progress.skip_part(letter)
                 print(f"[{i}/{len(todo)}] Part {letter}: not available in this version, skipped")

@@ -12,12 +12,43 @@ import logging
 import sys
 import time
 
-# Seconds per part on the 2-core reference machine, by mode (benchmarks/bench_lab.py, docs/checks/lab.md).
+# Seconds per part on the 2-core reference machine, by mode, on the embedded default (measured by
+# benchmarks/bench_lab.py: docs/checks/lab.md).
 EXPECTED_SECONDS = {
     "full": {"A": 198.0, "B": 48.0, "C": 170.0, "D": 126.0},
     "quick": {"A": 58.0, "B": 39.0, "C": 36.0, "D": 30.0},
     "dry": {"A": 16.0, "B": 8.0, "C": 15.0, "D": 18.0},
 }
+# The same for a part that found the course's data under --data-root (docs/checks/lab.md, "With the
+# course's data"): --quick and --dry-run measured end to end, the full A and B too; the full C and D from
+# their measured seconds per epoch times the epochs they run (4 DANN runs of 20 epochs, 8 GAN runs of 5).
+COURSE_SECONDS = {
+    "full": {"A": 1047.0, "B": 198.0, "C": 4700.0, "D": 2300.0},
+    "quick": {"A": 152.0, "B": 72.0, "C": 325.0, "D": 345.0},
+    "dry": {"A": 20.0, "B": 9.0, "C": 9.0, "D": 47.0},
+}
+
+
+def expected_seconds(parts, mode: str, course=()) -> dict[str, float]:
+    """Each part's expected seconds: from COURSE_SECONDS for the parts in ``course`` (those that use the
+    course's data), else from EXPECTED_SECONDS."""
+    return {p: (COURSE_SECONDS if p in course else EXPECTED_SECONDS)[mode].get(p, 60.0) for p in parts}
+
+
+def _minutes(seconds: float) -> str:
+    if seconds >= 5400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{round(seconds / 60)} min" if seconds >= 90 else f"{max(10, round(seconds, -1)):.0f} s"
+
+
+def plan_text(parts, mode: str, course=()) -> str:
+    """One line before the lab starts: how long it should take on 2 CPU cores, and what --quick would take."""
+    exp = expected_seconds(parts, mode, course)
+    each = ", ".join(f"{p} ~{_minutes(s)}" + (" (course data)" if p in course else "") for p, s in exp.items())
+    line = f"Expected time on 2 CPU cores: ~{_minutes(sum(exp.values()))} ({each})"
+    if mode == "full":
+        line += f"; `--quick` takes ~{_minutes(sum(expected_seconds(parts, 'quick', course).values()))}"
+    return line + ". A GPU or more cores take less."
 
 
 def _clock(seconds: float) -> str:
@@ -29,9 +60,9 @@ class LabProgress(logging.Handler):
     """Prints ``[lab 42% · Part B 1:10 · <latest step> · 3:05 elapsed · ~4 min left]`` lines, at most
     one every ``every`` seconds (and one at each part's start and end)."""
 
-    def __init__(self, parts: list[str], mode: str, every: float = 10.0, stream=None):
+    def __init__(self, parts: list[str], mode: str, every: float = 10.0, stream=None, course=()):
         super().__init__(level=logging.INFO)
-        self.expected = {p: EXPECTED_SECONDS[mode].get(p, 60.0) for p in parts}
+        self.expected = expected_seconds(parts, mode, course)
         self.parts = list(parts)
         self.every = every
         self.stream = stream or sys.stdout
@@ -43,9 +74,14 @@ class LabProgress(logging.Handler):
 
     # --------------------------------------------------------------- estimates
     def pace(self) -> float:
-        """Actual / expected time of the parts finished so far (1 before any)."""
+        """Actual / expected time so far: of the finished parts, and of the current part once it runs
+        longer than expected at that pace (so a slow machine shows inside the first part too)."""
         exp = sum(self.expected[p] for p in self.done)
-        return sum(self.done.values()) / exp if exp else 1.0
+        pace = sum(self.done.values()) / exp if exp else 1.0
+        if self.current is not None:
+            spent = time.perf_counter() - self.part_t0
+            pace = max(pace, (sum(self.done.values()) + spent) / (exp + self.expected[self.current]))
+        return pace
 
     def seconds_left(self) -> float:
         pace = self.pace()

@@ -1,7 +1,9 @@
 """Numeric precision and memory layout, shared by every part.
 
-``auto`` means bf16 autocast on CPUs whose oneDNN has native bf16 (AVX512-BF16 / AMX: about 2–3×
-faster convolutions than fp32) and fp32 elsewhere; ``fp32`` and ``bf16`` force one. Autocast keeps
+``auto`` means bf16 autocast on CUDA GPUs that support it and on CPUs whose oneDNN has native bf16
+(AVX512-BF16 / AMX: about 2–3× faster convolutions than fp32), fp32 elsewhere; ``fp32`` and ``bf16``
+force one. bf16 keeps the course's accuracies: DANN 76.5% against 76.8% in fp32, and the DCGAN's
+Fréchet distance within its seed spread (docs/checks/part_c.md, part_d.md). Autocast keeps
 the weights and the optimiser in fp32 and runs convolutions and matrix products in bf16.
 """
 
@@ -39,6 +41,8 @@ def use_bf16(precision: str, device: torch.device) -> bool:
         return True
     if precision == "auto" and device.type == "cpu":
         return native_bf16_cpu()
+    if precision == "auto" and device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     return False
 
 

@@ -9,6 +9,10 @@ from tqdm.auto import tqdm
 
 
 def progress_enabled() -> bool:
+    from cnnlab.distributed import is_main
+
+    if not is_main():  # under torchrun, rank 0 shows the progress of all
+        return False
     flag = os.environ.get("CNNLAB_PROGRESS")
     if flag is not None:
         return flag not in ("0", "", "false", "no")

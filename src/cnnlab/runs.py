@@ -15,6 +15,7 @@ import logging
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -206,6 +207,9 @@ class Run:
         root = Path(out)
         if not distributed.is_main():  # under torchrun only rank 0 writes the run folder
             root = Path(tempfile.mkdtemp(prefix=f"cnnlab-rank{distributed.rank()}-"))
+            if resume and Path(out).is_dir():  # resume from rank 0's files: the same checkpoints on every rank
+                shutil.copytree(out, root, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.tmp*", "log.txt"))
+        distributed.barrier()  # every rank has read the folder before rank 0 writes its new config.json
         try:
             root.mkdir(parents=True, exist_ok=True)
             probe = root / ".write-test"
@@ -215,8 +219,10 @@ class Run:
             raise CnnlabError(f"--out {root}: cannot write there ({e.strerror}); choose a writable folder") from None
         remove_stale_temporaries(root)
         run = cls(root)
+        from cnnlab.threads import machine
+
         cfg = {"command": command, "seed": seed, "config": to_jsonable(config),
-               "argv": sys.argv, "versions": library_versions()}
+               "argv": sys.argv, "versions": library_versions(), "machine": machine()}
         if resume and (root / "config.json").exists():
             old = read_json(root / "config.json")
             if old.get("config") != cfg["config"]:

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cnnlab import distributed
+from cnnlab import distributed, threads
 from cnnlab.errors import TrainingDiverged
 from cnnlab.progress import progress_bar
 from cnnlab.runs import save_torch
@@ -45,6 +45,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)  # one row per epoch
     step_log: list[dict] = field(default_factory=list)  # one row per step, when fit(log_steps=True)
     extra: dict = field(default_factory=dict)  # tensors/numbers a part wants to keep (e.g. fixed GAN noise)
+    calls: dict[str, str] = field(default_factory=dict)  # module -> the method a step calls, when not forward
+    find_unused: bool = False  # some trainable parameters get no gradient in a step (DDP must look for them)
+    nets: dict[str, Any] = field(default_factory=dict, repr=False)  # set by fit: what a step calls (DDP under torchrun)
 
     def train(self) -> None:
         for m in self.modules.values():
@@ -104,13 +107,18 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _check_finite(losses: dict[str, float], state: TrainState, ckpt: Path | None) -> None:
+def _check_finite(losses: dict[str, float], state: TrainState, ckpt: Path | None, step: int) -> None:
     bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
     if bad:
-        where = f"epoch {state.epoch + 1}, step {state.step}"
+        where = f"epoch {state.epoch + 1}, step {step}"
         kept = f"the last good checkpoint is kept at {ckpt}" if ckpt and ckpt.exists() else "no checkpoint was written yet"
         raise TrainingDiverged(f"training diverged at {where}: {', '.join(f'{k}={v}' for k, v in bad.items())}; "
                                f"{kept}. Lower the learning rate or check the inputs")
+
+
+# Steps may return 0-d tensors: their values are read every SYNC_EVERY steps (one host synchronisation
+# for many steps on a GPU) and checked for NaN/inf then, step by step.
+SYNC_EVERY = 20
 
 
 def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Iterable],
@@ -122,7 +130,8 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     """Train ``state`` for ``epochs`` epochs in total (resumed epochs count).
 
     ``batches(state)`` yields the epoch's batches; ``step(state, batch)`` does one optimisation step
-    and returns its losses/metrics as floats; ``evaluate(state)`` (optional) returns end-of-epoch
+    through ``state.nets`` (the networks as DDP wraps them under torchrun) and returns its
+    losses/metrics as floats; ``evaluate(state)`` (optional) returns end-of-epoch
     metrics. The epoch row (mean of step values + evaluation + seconds) goes to ``state.history``.
     A checkpoint is written atomically after each epoch; ``resume`` continues from it.
     """
@@ -130,14 +139,14 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     if resume and ckpt is not None and ckpt.exists():
         state.load(ckpt)
         log.info("resumed from %s at epoch %d (step %d)", ckpt, state.epoch, state.step)
-    # Under torchrun: same start on every rank, gradients averaged before every optimiser step.
-    distributed.broadcast_modules(state.modules.values())
-    hooks = distributed.attach_gradient_averaging(state.optimizers.values())
+    # What a step calls: the modules themselves, or under torchrun their DDP wrappers (rank 0's weights
+    # broadcast once, gradients averaged during backward, BatchNorm synchronised).
+    state.nets = {k: distributed.wrap(m, state.calls.get(k), find_unused=state.find_unused)
+                  for k, m in state.modules.items()}
     try:
         _epochs(state, _Loop(epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc))
     finally:
-        for h in hooks:
-            h.remove()
+        state.nets = {}
     state.eval()
     return state
 
@@ -162,21 +171,37 @@ def _epochs(state: TrainState, loop: _Loop) -> None:
     log_steps, on_epoch_end, max_abs_loss, desc = loop.log_steps, loop.on_epoch_end, loop.max_abs_loss, loop.desc
     while state.epoch < epochs:
         t0 = time.perf_counter()
+        distributed.seed_ranks_apart(state.generator)
         state.train()
         sums: dict[str, float] = {}
         n = 0
+        pending: list[dict] = []  # this epoch's step values not read yet (tensors stay on the device)
+
+        def read_pending() -> None:
+            keys = list(pending[0])
+            values = torch.stack([torch.stack([torch.as_tensor(p[k], dtype=torch.float64).detach().cpu()
+                                               for k in keys]) for p in pending]).tolist()  # one sync
+            first = state.step - len(pending) + 1
+            for i, row in enumerate(values):
+                losses = dict(zip(keys, row))
+                _check_finite({k: v if abs(v) <= max_abs_loss else math.inf for k, v in losses.items()}, state, ckpt,
+                              first + i)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if log_steps:
+                    state.step_log.append({"epoch": state.epoch + 1, "step": first + i, **losses})
+            pending.clear()
+
         bar = progress_bar(batches(state), desc=f"{desc} {state.epoch + 1}/{epochs}")
         for batch in bar:
-            losses = {k: float(v) for k, v in step(state, batch).items()}
-            _check_finite({k: v if abs(v) <= max_abs_loss else math.inf for k, v in losses.items()}, state, ckpt)
+            pending.append(step(state, batch))
             state.step += 1
             n += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if log_steps:
-                state.step_log.append({"epoch": state.epoch + 1, "step": state.step, **losses})
-            if n % 20 == 0:
+            if n % SYNC_EVERY == 0:
+                read_pending()
                 bar.set_postfix({k: f"{v / n:.3g}" for k, v in list(sums.items())[:3]})
+        if pending:
+            read_pending()
         for sch in state.schedulers.values():
             sch.step()
         row = {"epoch": state.epoch + 1, **distributed.all_reduce_mean({k: v / max(n, 1) for k, v in sums.items()})}
@@ -194,6 +219,8 @@ def _epochs(state: TrainState, loop: _Loop) -> None:
         if ckpt is not None and distributed.is_main():
             state.save(ckpt)
         distributed.barrier()
+        if (n_threads := threads.retune()) is not None:  # another process started or stopped meanwhile
+            log.info("%s: now %d intra-op threads (other processes' load changed)", desc, n_threads)
 
 
 # --------------------------------------------------------------------------- the supervised case
@@ -226,7 +253,7 @@ def train_classifier(model: nn.Module, train_images: torch.Tensor, train_labels:
                      desc: str = "train") -> TrainState:
     """Cross-entropy training on in-memory uint8 tensors. History rows hold train loss/accuracy and,
     when test tensors are given, test accuracy per epoch (for train/test curves)."""
-    from cnnlab.data.transforms import gather_batches, index_batches
+    from cnnlab.data.transforms import gather_batches, held_on, index_batches
 
     dev = next(model.parameters()).device
     params = [p for p in (params if params is not None else model.parameters()) if p.requires_grad]
@@ -236,9 +263,11 @@ def train_classifier(model: nn.Module, train_images: torch.Tensor, train_labels:
     g.manual_seed(seed)
     state = TrainState({"model": model}, {"opt": opt}, generator=g)
 
+    images_held, labels_held = held_on(dev, train_images, train_labels)
+
     def batches(st: TrainState):
-        yield from gather_batches(index_batches(len(train_images), batch_size, generator=st.generator),
-                                  train_images, train_labels)
+        yield from gather_batches(index_batches(len(images_held), batch_size, generator=st.generator),
+                                  images_held, labels_held)
 
     def step(st: TrainState, batch):
         if train_mode is not None:
@@ -246,12 +275,12 @@ def train_classifier(model: nn.Module, train_images: torch.Tensor, train_labels:
         x, y = batch
         if augment is not None:
             x = augment(x, st.generator)
-        logits = model(preprocess(x.to(dev)))
+        logits = st.nets["model"](preprocess(x.to(dev)))
         loss = F.cross_entropy(logits, y.to(dev))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        return {"train_loss": loss.item(), "train_acc_running": (logits.argmax(1).cpu() == y).float().mean().item()}
+        return {"train_loss": loss.detach(), "train_acc_running": (logits.argmax(1) == y.to(dev)).float().mean()}
 
     def evaluate(st: TrainState):
         row = {"train_acc": accuracy(model, train_images, train_labels, preprocess)}

@@ -27,7 +27,7 @@ from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt import selection
-from cnnlab.data import gather_batches, index_batches
+from cnnlab.data import gather_batches, held_on, index_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS, autocast_for, fused_optimizer
 from cnnlab.runs import save_torch
@@ -84,13 +84,13 @@ class AdaptResult:
 
 
 def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, lambda_: float | None,
-                precision: str = "fp32") -> dict[str, torch.Tensor]:
-    """Label and domain losses of one DANN batch (preprocessed inputs). ``lambda_=None``: no GRL."""
+                precision: str = "fp32", outputs=None) -> dict[str, torch.Tensor]:
+    """Label and domain losses of one DANN batch (preprocessed inputs). ``lambda_=None``: no GRL.
+    ``outputs``: what computes ``net.dann_outputs`` (its DDP wrapper under torchrun)."""
     b = xs.shape[0]
     with autocast_for(precision, xs.device):
-        f = net.features(torch.cat([xs, xt]))  # (Bs+Bt, 2352): one pass for both domains
-        logits = net.classifier(f[:b])  # (Bs, C)
-        d_logits = net.domain_logits(f, lambda_)  # (Bs+Bt,)
+        # one pass for both domains: class logits (Bs, C), domain logits (Bs+Bt,)
+        logits, d_logits = (outputs or net.dann_outputs)(torch.cat([xs, xt]), b, lambda_)
     d_true = torch.cat([torch.ones(b, device=xs.device), torch.zeros(xt.shape[0], device=xs.device)])
     class_loss = F.cross_entropy(logits.float(), ys)
     domain_loss = F.binary_cross_entropy_with_logits(d_logits.float(), d_true)
@@ -99,7 +99,8 @@ def dann_losses(net: DANNNet, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tens
             "domain_acc": ((d_logits > 0).float() == d_true).float().mean()}
 
 
-def class_loss(net: DANNNet, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+def class_loss(net, x: torch.Tensor, y: torch.Tensor, precision: str = "fp32") -> dict[str, torch.Tensor]:
+    """``net``: the DANN network, or what calls it (its DDP wrapper under torchrun)."""
     with autocast_for(precision, x.device):
         logits = net(x)
     loss = F.cross_entropy(logits.float(), y)
@@ -180,10 +181,12 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum,
                           fused=fused_optimizer(device))
     g = torch.Generator().manual_seed(config.seed)
-    state = TrainState({"net": net}, {"opt": opt}, generator=g)
+    dann = config.method == "dann"  # else a classifier: the domain head gets no gradient
+    state = TrainState({"net": net}, {"opt": opt}, generator=g, calls={"net": "dann_outputs"} if dann else {},
+                       find_unused=not dann)
 
-    s_img, s_lab = domains.source_train.images, domains.source_train.labels
-    t_img, t_lab = domains.target_train.images, domains.target_train.labels
+    s_img, s_lab, t_img, t_lab = held_on(device, domains.source_train.images, domains.source_train.labels,
+                                         domains.target_train.images, domains.target_train.labels)
     b = config.batch_size
     if config.method == "dann":
         steps = min(len(s_img) // b, len(t_img) // b)
@@ -214,16 +217,16 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
         if xt is not None:
             lam = config.lambda_schedule(st.step / total)
             out = dann_losses(net, xs, ys, preprocess(xt.to(device)),
-                              lam if config.lambda_schedule.reverses else None, config.precision)
+                              lam if config.lambda_schedule.reverses else None, config.precision, outputs=st.nets["net"])
             loss = out["class_loss"] + out["domain_loss"]
         else:
             lam = 0.0
-            out = class_loss(net, xs, ys, config.precision)
+            out = class_loss(st.nets["net"], xs, ys, config.precision)
             loss = out["class_loss"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        row = {k: v.item() for k, v in out.items()}
+        row = {k: v.detach() for k, v in out.items()}  # read by the loop every few steps
         if xt is not None:
             row["lambda"] = lam
         return {**row, "lr": lr}

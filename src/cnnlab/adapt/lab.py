@@ -46,6 +46,10 @@ def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, i
     return cfg, b(None, 1200, 192), b(500, 300, 60)
 
 
+def uses_course_data(ctx) -> bool:
+    return has_course_data(ctx.data_root)
+
+
 def run_lab(ctx) -> list[Section]:
     run = Run.create(ctx.part_dir("C-adapt"), "lab-C", {"quick": ctx.quick, "dry_run": ctx.dry_run, "seed": ctx.seed},
                      ctx.seed, resume=ctx.resume)

@@ -43,6 +43,12 @@ class DANNNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
 
+    def dann_outputs(self, x: torch.Tensor, n_source: int, lambda_: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass over a source+target batch: class logits of the first ``n_source`` rows and domain
+        logits of all rows (the DANN training step's forward, which DDP wraps under torchrun)."""
+        f = self.features(x)
+        return self.classifier(f[:n_source]), self.domain_logits(f, lambda_)
+
     def domain_logits(self, feats: torch.Tensor, lambda_: float | None) -> torch.Tensor:
         """(B, 2352) → (B,) logits of "source". ``lambda_=None``: no GRL (C-Q1)."""
         if lambda_ is not None:

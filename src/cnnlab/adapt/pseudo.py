@@ -104,7 +104,8 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
         x_pl = t_img[idx]
         opt = torch.optim.SGD(net.parameters(), lr=config.lr, momentum=config.momentum,
                               fused=fused_optimizer(device))
-        state = TrainState({"net": net}, {"opt": opt}, generator=torch.Generator().manual_seed(config.seed + r))
+        state = TrainState({"net": net}, {"opt": opt}, generator=torch.Generator().manual_seed(config.seed + r),
+                           find_unused=True)  # the domain head is not trained here
 
         def batches(st: TrainState):
             src = index_batches(len(s_img), b, generator=st.generator, drop_last=True)
@@ -116,13 +117,13 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
             xs, ys, xt, yt = batch
             x = torch.cat([preprocess(xs.to(device)), preprocess(xt.to(device))])
             with autocast_for(config.precision, device):
-                logits = net(x)
+                logits = st.nets["net"](x)
             loss_s = F.cross_entropy(logits[:len(xs)].float(), ys.to(device))
             loss_t = F.cross_entropy(logits[len(xs):].float(), yt.to(device))
             opt.zero_grad(set_to_none=True)
             (loss_s + loss_t).backward()
             opt.step()
-            return {"class_loss": loss_s.item(), "pseudo_loss": loss_t.item()}
+            return {"class_loss": loss_s.detach(), "pseudo_loss": loss_t.detach()}
 
         fit(state, epochs=config.epochs_per_round, batches=batches, step=step,
             checkpoint=folder / f"round{r}-checkpoint.pt", resume=resume, desc=f"{name} round {r}")

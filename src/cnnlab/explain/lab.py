@@ -9,6 +9,7 @@ number in the text is read from the measurements of this run.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -211,7 +212,8 @@ def _trend(rs, key):
     return f"{rs[0][key]:.3g} → {rs[-1][key]:.3g}" if rs else "n/a"
 
 
-def _direction(rs, key, up: str, down: str, flat: str, tol: float = 0.05):
+def _direction(rs, key, up: str, down: str, flat: str, tol: float | None = None):
+    tol = FLAT if tol is None else tol
     if len(rs) < 2:
         return flat
     a0, a1 = rs[0][key], rs[-1][key]
@@ -235,21 +237,9 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
     q8.figure(res.figures["classviz"], f"Gradient ascent from noise, {iters} iterations (course defaults: λ = 1e-3, "
                                        f"lr 5, blur σ 0.5 every 10, jitter {vis.settings['max_jitter']} px, "
                                        "per-channel clamp)")
-    text = (f"{like.hits} of {len(rows)} visualisations are classified as their class (mean confidence "
-            f"{np.mean([r['p_target'] for r in rows]):.2f})"
-            + (": the ascent finds, for every class, an input the network is sure about. " if like.hits == len(rows)
-               else f" after {iters} iterations. "))
-    if s.kind == "digits":
-        text += (f"Do they look like the class? Each visualisation's correlation with the average test digit of its "
-                 f"class is {np.mean(like.own_corr):.2f} on average, and the average digit it resembles most is its "
-                 f"own class for {like.best} of {len(rows)} classes: "
-                 + ("the images carry the class's shape, though as fragments and textures, not as a clean digit."
-                    if like.best >= len(rows) / 2 else
-                    "the network is convinced by images that do not look like the class: it responds to local "
-                    "evidence, not to the digit as a human sees it."))
-    else:
-        text += ("What to look for in the figure: repeated textures and parts of the class spread over the whole "
-                 "frame rather than one coherent object, since the network scores local evidence, not a layout.")
+    text = classviz_text(like.hits, len(rows), float(np.mean([r['p_target'] for r in rows])), iters,
+                         own_corr=float(np.mean(like.own_corr)) if s.kind == "digits" else None,
+                         best=like.best if s.kind == "digits" else None)
     if a.input_size != 224:
         text += (f" Jitter is the course's 16 px at 224×224 scaled to {vis.settings['max_jitter']} px for "
                  f"{a.input_size}×{a.input_size} inputs.")
@@ -267,29 +257,7 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
                                    f"(rows of lr and λ after {iters} iterations)")
     q9.table(srows, "p_target: confidence in the class; rms_from_mean: RMS distance of the pixels to the dataset "
                     "mean (what λ‖I‖² penalises); tv: mean neighbour difference (lower = smoother)")
-    it, lr, l2 = ([r for r in srows if r["varied"] == k] for k in ("iterations", "learning_rate", "l2_reg"))
-    parts = [f"Iterations ({', '.join(r['setting'] for r in it)}): confidence {_trend(it, 'p_target')}, distance "
-             f"from the mean {_trend(it, 'rms_from_mean')}, neighbour difference {_trend(it, 'tv')}: "
-             + _direction(it, "rms_from_mean", "the image keeps moving away from the mean, the pattern gets stronger "
-                          "with every step", "the image settles closer to the mean", "the image has settled")
-             + ("." if it and it[-1]["p_target"] > 0.5 else ", and the class is not reached yet.")]
-    parts.append(f"Learning rate ({', '.join(r['setting'] for r in lr)}): confidence {_trend(lr, 'p_target')}, "
-                 f"neighbour difference {_trend(lr, 'tv')}: "
-                 + (f"too small a step has not reached the class in {iters} iterations"
-                    if lr and lr[0]["p_target"] < 0.5 else "even the smallest step reaches the class")
-                 + _direction(lr, "tv", "; larger steps give harsher, noisier images",
-                              "; larger steps give smoother images", "; the step size barely changes the texture")
-                 + (f", and the largest overshoots (confidence {lr[-1]['p_target']:.2f})"
-                    if lr and lr[-1]["p_target"] < 0.5 <= max(r["p_target"] for r in lr) else "") + ".")
-    parts.append(f"L2 weight ({', '.join(r['setting'] for r in l2)}): distance from the mean "
-                 f"{_trend(l2, 'rms_from_mean')}, confidence {_trend(l2, 'p_target')}: "
-                 + _direction(l2, "rms_from_mean", "here a larger λ does not shrink the image (the clamp dominates)",
-                              "a stronger penalty pulls the image towards the dataset mean and keeps only the "
-                              "strongest evidence", "over this range λ hardly changes the image")
-                 + (f"; at {l2[-1]['setting']} the penalty wins over the class score (confidence "
-                    f"{l2[-1]['p_target']:.2f})" if l2 and l2[-1]["p_target"] < 0.5 <= max(r["p_target"] for r in l2)
-                    else "") + ".")
-    q9.text(" ".join(parts))
+    q9.text(sweep_text(srows, iters))
 
     # B-Q10: from a real image
     fr = from_image_study(run, a, s.images, s.labels, s.init_pairs, cfg, generator=fresh())
@@ -325,6 +293,60 @@ def _classviz_sections(ctx, s: Setup, run: Run) -> list[Section]:
 
 
 # --------------------------------------------------------------------------- sentences from numbers
+P_REACHED = 0.5  # B-Q8/B-Q9: a visualisation reaches its class when the network's confidence is above this
+FLAT = 0.05  # B-Q9 trends: a change under 5% of the first value counts as none
+RESEMBLES = 0.5  # B-Q8 digits: the images carry the class's shape when at least this share resembles its own class
+
+
+def classviz_text(hits: int, n: int, mean_conf: float, iters: int, *, own_corr: float | None = None,
+                  best: int | None = None) -> str:
+    """B-Q8: how many visualisations the network takes for their class and, for digits, whether they
+    resemble the class's average test digit."""
+    text = (f"{hits} of {n} visualisations are classified as their class (mean confidence {mean_conf:.2f})"
+            + (": the ascent finds, for every class, an input the network is sure about. " if hits == n
+               else f" after {iters} iterations. "))
+    if best is None:
+        return text + ("What to look for in the figure: repeated textures and parts of the class spread over the "
+                       "whole frame rather than one coherent object, since the network scores local evidence, not a "
+                       "layout.")
+    return text + (f"Do they look like the class? Each visualisation's correlation with the average test digit of its "
+                   f"class is {own_corr:.2f} on average, and the average digit it resembles most is its own class for "
+                   f"{best} of {n} classes: "
+                   + ("the images carry the class's shape, though as fragments and textures, not as a clean digit"
+                      if best >= RESEMBLES * n else
+                      "the network is convinced by images that do not look like the class: it responds to local "
+                      "evidence, not to the digit as a human sees it")
+                   + f" (cut-off: {RESEMBLES:.0%} of the classes).")
+
+
+def sweep_text(srows: list[dict], iters: int) -> str:
+    """B-Q9: what iterations, learning rate and λ change, read from the sweep's rows."""
+    it, lr, l2 = ([r for r in srows if r["varied"] == k] for k in ("iterations", "learning_rate", "l2_reg"))
+    parts = [f"Iterations ({', '.join(r['setting'] for r in it)}): confidence {_trend(it, 'p_target')}, distance "
+             f"from the mean {_trend(it, 'rms_from_mean')}, neighbour difference {_trend(it, 'tv')}: "
+             + _direction(it, "rms_from_mean", "the image keeps moving away from the mean, the pattern gets stronger "
+                          "with every step", "the image settles closer to the mean", "the image has settled")
+             + ("." if it and it[-1]["p_target"] > P_REACHED else ", and the class is not reached yet.")]
+    parts.append(f"Learning rate ({', '.join(r['setting'] for r in lr)}): confidence {_trend(lr, 'p_target')}, "
+                 f"neighbour difference {_trend(lr, 'tv')}: "
+                 + (f"too small a step has not reached the class in {iters} iterations"
+                    if lr and lr[0]["p_target"] < P_REACHED else "even the smallest step reaches the class")
+                 + _direction(lr, "tv", "; larger steps give harsher, noisier images",
+                              "; larger steps give smoother images", "; the step size barely changes the texture")
+                 + (f", and the largest overshoots (confidence {lr[-1]['p_target']:.2f})"
+                    if lr and lr[-1]["p_target"] < P_REACHED <= max(r["p_target"] for r in lr) else "") + ".")
+    parts.append(f"L2 weight ({', '.join(r['setting'] for r in l2)}): distance from the mean "
+                 f"{_trend(l2, 'rms_from_mean')}, confidence {_trend(l2, 'p_target')}: "
+                 + _direction(l2, "rms_from_mean", "here a larger λ does not shrink the image (the clamp dominates)",
+                              "a stronger penalty pulls the image towards the dataset mean and keeps only the "
+                              "strongest evidence", "over this range λ hardly changes the image")
+                 + (f"; at {l2[-1]['setting']} the penalty wins over the class score (confidence "
+                    f"{l2[-1]['p_target']:.2f})" if l2 and l2[-1]["p_target"] < P_REACHED <= max(r["p_target"] for r in l2)
+                    else "") + ".")
+    return " ".join(parts) + (f" (Cut-offs: a change under {FLAT:.0%} of the first value counts as none; the class is "
+                              f"reached at a confidence above {P_REACHED}.)")
+
+
 def keep_salient_text(keep: dict, n_images: int) -> str:
     """B-Q3: whether the most salient pixels keep the decision better than as many random pixels."""
     parts, clear = [], []
@@ -407,6 +429,14 @@ def cross_network_text(p_cross: float) -> str:
 
 
 # --------------------------------------------------------------------------- entry point
+def uses_course_data(ctx) -> bool:
+    """Whether this part will run on the course's 25 ImageNet images (checked without loading anything)."""
+    from cnnlab.models.registry import weights_cached
+
+    has_model = bool(ctx.arch) or any(weights_cached(a) for a in ("squeezenet1_1", "vgg16"))
+    return has_model and bool(ctx.data_root) and (Path(ctx.data_root) / "imagenet_val_25.npz").is_file()
+
+
 def run_lab(ctx) -> list[Section]:
     s = choose_setup(ctx)
     out = ctx.part_dir("B-explain")

@@ -36,20 +36,23 @@ def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tens
 
 def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
            y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None, *,
-           forward: Forward = contextlib.nullcontext) -> dict[str, float]:
+           forward: Forward = contextlib.nullcontext, logits_of: Callable | None = None) -> dict[str, float]:
     """One update of D on a real batch and a generated batch (``fake`` is detached here, so G is
-    untouched). Returns the D loss, mean D(x) and mean D(G(z)) before the update."""
+    untouched). Returns the D loss, mean D(x) and mean D(G(z)) before the update. ``logits_of(x, y)``:
+    what computes D's logits (D's DDP wrapper under torchrun; default: D itself)."""
+    logits = logits_of or (lambda x, c: _logits(D, x, c))
     opt_d.zero_grad(set_to_none=True)
     with forward():
-        out_real = _logits(D, real, y)  # (B,)
-        out_fake = _logits(D, fake.detach(), y if y_fake is None else y_fake)  # (B,)
+        out_real = logits(real, y).float()  # (B,)
+        out_fake = logits(fake.detach(), y if y_fake is None else y_fake).float()  # (B,)
     # two BCE terms, each a mean over its batch (the course's errD_real + errD_fake)
     loss = (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
             + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
     loss.backward()
     opt_d.step()
-    return {"loss_D": loss.item(), "D_x": torch.sigmoid(out_real).mean().item(),
-            "D_G_z": torch.sigmoid(out_fake).mean().item()}
+    # 0-d tensors, read by the training loop every few steps (no host synchronisation per step on a GPU)
+    return {"loss_D": loss.detach(), "D_x": torch.sigmoid(out_real.detach()).mean(),
+            "D_G_z": torch.sigmoid(out_fake.detach()).mean()}
 
 
 def generator_loss(logits_fake: torch.Tensor, kind: str = "non-saturating") -> torch.Tensor:
@@ -77,4 +80,4 @@ def g_step(D: nn.Module, opt_g: torch.optim.Optimizer, fake: torch.Tensor, y: to
     finally:
         for p in frozen:
             p.requires_grad_(True)
-    return {"loss_G": lg.item(), "D_G_z_after": torch.sigmoid(out.detach()).mean().item()}
+    return {"loss_G": lg.detach(), "D_G_z_after": torch.sigmoid(out.detach()).mean()}

@@ -211,16 +211,17 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
         opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
         opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
         g = torch.Generator().manual_seed(seed)
-        done, last = 0, {}
+        done = 0
         while done < steps:
-            for (x,) in gather_batches(index_batches(len(data.train), cfg.batch_size, generator=g, drop_last=True),
+            for (x,) in gather_batches(index_batches(len(data.train), cfg.batch_size, generator=g, drop_last=True,
+                                                     shard=False),
                                        data.train):
                 real = to_gan_range(x)
                 fake = G(torch.randn(len(x), cfg.nz, generator=g))
                 if which != "only G":
-                    last.update(d_step(D, opt_d, real, fake))
+                    d_step(D, opt_d, real, fake)
                 if which != "only D":
-                    last.update(g_step(D, opt_g, fake, loss=cfg.g_loss))
+                    g_step(D, opt_g, fake, loss=cfg.g_loss)
                 done += 1
                 if done >= steps:
                     break

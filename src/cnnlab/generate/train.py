@@ -193,7 +193,7 @@ class _Session:
 
 
 def _train(session: _Session) -> GANRun:
-    from cnnlab.data import gather_batches, index_batches
+    from cnnlab.data import gather_batches, held_on, index_batches
     from cnnlab.train import TrainState, fit
 
     cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw = (
@@ -210,7 +210,9 @@ def _train(session: _Session) -> GANRun:
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
     gen = torch.Generator().manual_seed(seed)
-    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen)
+    # D is called through its logits (fp32 losses); under torchrun DDP wraps that call. G's step goes
+    # through D itself, whose parameters g_step freezes: only D's own step synchronises D's gradients.
+    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen, calls={"D": "logits"})
     fz, fy = fixed_inputs(cfg, num_classes, gen)
     state.extra = {"fixed_z": fz, "fixed_y": fy if fy is not None else torch.zeros(0, dtype=torch.int64),
                    "strip_steps": [], "strip": [], "sample_every": every}  # a resumed run keeps its cadence
@@ -223,9 +225,11 @@ def _train(session: _Session) -> GANRun:
     def fixed_y():
         return state.extra["fixed_y"] if cond else None
 
+    train_images, train_labels = held_on(device, data.train, data.labels)
+
     def batches(st):
-        yield from gather_batches(index_batches(len(data.train), cfg.batch_size, generator=st.generator,
-                                                drop_last=True), data.train, data.labels)
+        yield from gather_batches(index_batches(len(train_images), cfg.batch_size, generator=st.generator,
+                                                drop_last=True), train_images, train_labels)
 
     def snapshot(step: int) -> None:
         imgs = sample(G, state.extra["fixed_z"], fixed_y(), bf16=bf16)
@@ -246,8 +250,8 @@ def _train(session: _Session) -> GANRun:
             if cond else None
         forward = functools.partial(autocast, device, bf16)
         with forward():
-            fake = G(z, y_fake)  # one generated batch for both steps, as in the course
-        out = d_step(D, opt_d, real, fake, y, y_fake, forward=forward)
+            fake = st.nets["G"](z, y_fake)  # one generated batch for both steps, as in the course
+        out = d_step(D, opt_d, real, fake, y, y_fake, forward=forward, logits_of=st.nets["D"])
         out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss, forward=forward))
         if (st.step + 1) % st.extra["sample_every"] == 0:  # st.step counts the steps before this one
             snapshot(st.step + 1)

@@ -37,6 +37,12 @@ def imagenet_model(ctx):
     return None
 
 
+def uses_course_data(ctx) -> bool:
+    """Whether this part will run the course's 15 Scene study (checked without loading anything)."""
+    has_model = bool(ctx.weights) or weights_cached(ctx.arch or "vgg16")
+    return has_model and bool(ctx.data_root) and (Path(ctx.data_root) / "15scene").is_dir()
+
+
 def run_lab(ctx) -> list[Section]:
     out = ctx.part_dir("A-transfer")
     run = Run.create(out, "lab-A", {"quick": ctx.quick, "dry_run": ctx.dry_run, "seed": ctx.seed}, ctx.seed)
