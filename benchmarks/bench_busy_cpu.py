@@ -4,7 +4,7 @@ Each run is a fresh ``cnnlab`` process with an empty cache, as on a new machine.
 Python busy loop started just before the run and stopped after it. cnnlab's own policy (threads for
 the cores that others leave free, OpenMP threads that sleep instead of spinning: cnnlab/threads.py)
 is measured against the policy it replaced (one thread per core, OpenMP's default spin-wait), which
-``--threads <cores>`` with an empty ``OMP_WAIT_POLICY`` restores.
+``--threads <cores>`` with torch imported before cnnlab's CLI restores.
 
 Workloads: ``lab`` = ``cnnlab lab --quick`` (goal: busy ≤ 2.2× idle), ``gan`` = one ``gan train``
 epoch on 2,048 digits (where a competing process once cost 46×).
@@ -32,15 +32,16 @@ WORKLOADS = {
 def run(argv: list[str], tmp: str, tag: str, busy: bool, old_policy: bool) -> float:
     env = dict(os.environ, CNNLAB_CACHE=os.path.join(tmp, f"cache-{tag}"), CNNLAB_PROGRESS="0")
     env.pop("OMP_NUM_THREADS", None)
-    extra = []
-    if old_policy:
-        env["OMP_WAIT_POLICY"] = ""  # OpenMP's default (spin, then sleep)
+    launcher, extra = [sys.executable, "-m", "cnnlab"], []
+    if old_policy:  # torch imported before cnnlab's CLI: OpenMP keeps its default wait (spin, then sleep)
+        env.pop("OMP_WAIT_POLICY", None)
+        launcher = [sys.executable, "-c", "import sys, torch; from cnnlab.cli import main; sys.exit(main(sys.argv[1:]))"]
         extra = ["--threads", str(os.cpu_count())]
     competitor = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
     try:
         time.sleep(0.5 if busy else 0)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "cnnlab"] + argv + extra + ["--out", os.path.join(tmp, tag)], env=env,
+        subprocess.run(launcher + argv + extra + ["--out", os.path.join(tmp, tag)], env=env,
                        check=True, stdout=subprocess.DEVNULL)
         return time.perf_counter() - t0
     finally:

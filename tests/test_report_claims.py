@@ -177,7 +177,17 @@ def test_d_q7_blames_removing_y_only_when_the_normal_cdcgan_uses_z():
     assert "mode selector" in no_y_text(z_part_cdcgan=0.30, z_part_no_y=0.01)
     readme_run = no_y_text(z_part_cdcgan=0.0115, z_part_no_y=0.008)  # share_y 0.9885 vs 0.992
     assert "not an effect of removing y" in readme_run and "mode selector" not in readme_run
-    assert no_y_text(0.3, 0.2) == "G still uses z for the style."
+    assert no_y_text(0.3, 0.2).startswith("G still uses z for the style") and "0.05" in no_y_text(0.3, 0.2)
+
+
+def test_d_q9_says_what_z_encodes_only_when_g_obeys_y_and_uses_z():
+    from cnnlab.generate.lab import OBEYS_Y, Z_USED, z_text
+
+    assert "does not obey y yet" in z_text(OBEYS_Y - 0.1, 0.5, 300) and f"below {OBEYS_Y}" in z_text(0.2, 0.5, 300)
+    style = z_text(0.95, Z_USED + 0.1, 300)
+    assert "z encodes the rest" in style and f"above {Z_USED}" in style
+    unused = z_text(0.95, Z_USED / 2, 300)
+    assert "barely uses z" in unused and "z encodes the rest" not in unused and f"under {Z_USED}" in unused
 
 
 # --------------------------------------------------------------------------- Part B

@@ -47,6 +47,7 @@ class TrainState:
     extra: dict = field(default_factory=dict)  # tensors/numbers a part wants to keep (e.g. fixed GAN noise)
     calls: dict[str, str] = field(default_factory=dict)  # module -> the method a step calls, when not forward
     find_unused: bool = False  # some trainable parameters get no gradient in a step (DDP must look for them)
+    compile: bool = False  # torch.compile what a step calls (--compile; CUDA graphs on a GPU)
     nets: dict[str, Any] = field(default_factory=dict, repr=False)  # set by fit: what a step calls (DDP under torchrun)
 
     def train(self) -> None:
@@ -143,12 +144,21 @@ def fit(state: TrainState, *, epochs: int, batches: Callable[[TrainState], Itera
     # broadcast once, gradients averaged during backward, BatchNorm synchronised).
     state.nets = {k: distributed.wrap(m, state.calls.get(k), find_unused=state.find_unused)
                   for k, m in state.modules.items()}
+    if state.compile:
+        state.nets = {k: compiled(net, state.modules[k]) for k, net in state.nets.items()}
     try:
         _epochs(state, _Loop(epochs, batches, step, evaluate, ckpt, log_steps, on_epoch_end, max_abs_loss, desc))
     finally:
         state.nets = {}
     state.eval()
     return state
+
+
+def compiled(net, module: nn.Module):
+    """``torch.compile`` of what a step calls: with CUDA graphs (mode "reduce-overhead") on a GPU, where
+    the course's small networks are bound by kernel launches, inductor's default mode on a CPU."""
+    on_gpu = next(module.parameters()).device.type == "cuda"
+    return torch.compile(net, mode="reduce-overhead" if on_gpu else None)
 
 
 @dataclass(frozen=True)

@@ -56,7 +56,7 @@ def _protocol_config(args):
                          source_batch=args.batch_size, dann_batch=args.dann_batch_size,
                          lr=LRSchedule(args.lr_schedule, args.lr),
                          lambda_schedule=LambdaSchedule(args.lambda_schedule, args.gamma, args.lambda_value),
-                         precision=args.precision, methods=methods, pseudo=pseudo,
+                         precision=args.precision, compile=args.compile, methods=methods, pseudo=pseudo,
                          pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()),
                          select_by=args.pl_select)
     bad = [m for m in cfg.methods + cfg.pseudo_from if m not in ("source_only", "dann", "target_only")]
@@ -171,6 +171,10 @@ def add_commands(sub) -> None:
     t.add_argument("--precision", default="auto", choices=PRECISIONS,
                    help="auto (default): bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16: 2-3x faster, "
                         "the course's accuracies), else fp32; fp32: bit-exact everywhere; bf16")
+    t.add_argument("--compile", action="store_true",
+                   help="compile the training step's networks with torch.compile (on a GPU mode reduce-overhead: CUDA graphs, "
+                        "for these small launch-bound networks; benchmarks/bench_gpu.py measures it). Off by default: "
+                        "no GPU measurement has chosen it yet, and on a CPU it needs a C++ compiler")
     q = p.add_argument_group("pseudo-labelling (C-Q4)")
     q.add_argument("--pl-rounds", type=int, default=3, help="self-training rounds (0: none)")
     q.add_argument("--pl-threshold", type=float, default=0.9, help="keep target predictions at least this confident")

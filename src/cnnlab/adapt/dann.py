@@ -52,6 +52,7 @@ class AdaptConfig:
     seed: int = 0
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; fp32; bf16
     dev_samples: int = 2000  # target/source-train images for the DEV domain discriminator
+    compile: bool = False  # torch.compile the step's network (--compile)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -183,7 +184,7 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     g = torch.Generator().manual_seed(config.seed)
     dann = config.method == "dann"  # else a classifier: the domain head gets no gradient
     state = TrainState({"net": net}, {"opt": opt}, generator=g, calls={"net": "dann_outputs"} if dann else {},
-                       find_unused=not dann)
+                       find_unused=not dann, compile=config.compile)
 
     s_img, s_lab, t_img, t_lab = held_on(device, domains.source_train.images, domains.source_train.labels,
                                          domains.target_train.images, domains.target_train.labels)

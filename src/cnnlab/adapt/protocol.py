@@ -38,6 +38,7 @@ class ProtocolConfig:
     # epoch): it measures the source domain, before the domains are aligned (docs/checks/part_c.md)
     select_by: str = "last"
     dev_samples: int = 2000  # images per domain for the DEV domain discriminator
+    compile: bool = False  # torch.compile the training steps' network (--compile)
 
     def config_for(self, method: str) -> AdaptConfig:
         epochs = {"source_only": self.source_only_epochs, "dann": self.dann_epochs,
@@ -45,7 +46,7 @@ class ProtocolConfig:
         batch = self.dann_batch if method == "dann" else self.source_batch
         return course_config(method, epochs=epochs, batch_size=batch, lr=self.lr, seed=self.seed,
                              lambda_schedule=self.lambda_schedule, precision=self.precision,
-                             dev_samples=self.dev_samples)
+                             dev_samples=self.dev_samples, compile=self.compile)
 
 
 def summary_row(name: str, history: list[dict], *, unit: str = "epoch") -> dict:

@@ -45,6 +45,10 @@ def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
                    help="generated images judged after each epoch (default %(default)s)")
     g.add_argument("--judge", default=None, choices=("mnist", "mnist-embedded"),
                    help="dataset of the digit classifier that judges samples (default: mnist for mnist)")
+    g.add_argument("--compile", action="store_true",
+                   help="compile the training step's networks with torch.compile (on a GPU mode reduce-overhead: CUDA graphs, "
+                        "for these small launch-bound networks; benchmarks/bench_gpu.py measures it). Off by default: "
+                        "no GPU measurement has chosen it yet, and on a CPU it needs a C++ compiler")
     g.add_argument("--precision", default=d.precision, choices=PRECISIONS,
                    help="auto (default): bf16 autocast on CPUs with native bf16 (about 1.7x faster), else fp32")
 
@@ -64,7 +68,7 @@ def _base_config(args):
 
     return GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs, batch_size=args.batch_size,
                      subset=args.subset, sample_every=args.sample_every, eval_samples=args.eval_samples,
-                     judge=args.judge, precision=args.precision)
+                     judge=args.judge, precision=args.precision, compile=args.compile)
 
 
 def _dry(cfg, args):

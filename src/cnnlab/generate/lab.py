@@ -223,19 +223,7 @@ def run_lab(ctx) -> list[Section]:
 
     # D-Q9 ----------------------------------------------------------------------------------------
     zc = zy.get("cdcgan", {})
-    if zc.get("cond_acc", 0) < 0.5:
-        finding = (f"After only {rows['cdcgan'].get('steps')} steps G does not obey y yet (conditional accuracy "
-                   f"{_f(zc.get('cond_acc'))}), so this split says little; run the full budget "
-                   "(`cnnlab lab`, or `cnnlab gan train --model cdcgan`) to see z take over the style.")
-    elif _z_part(zc) >= Z_USED:
-        finding = ("With y fixed to the digit, z encodes the rest: the style (slant, thickness, width, stroke "
-                   "shape). The judge's features are built to tell digits apart, so most of z's effect shows as an "
-                   "interaction (the same z shifts each digit's features differently) rather than as one shift "
-                   "shared by all classes; in the grid, a column (one z) keeps a recognisable style.")
-    else:
-        finding = (f"After only {rows['cdcgan'].get('steps')} steps G barely uses z yet: each row of the grid is "
-                   "nearly one image per class. With longer training (e.g. `cnnlab gan train --model cdcgan` on the "
-                   "full MNIST) z takes over the style (slant, thickness, width), constant along a column.")
+    finding = z_text(zc.get("cond_acc", 0.0), _z_part(zc), rows["cdcgan"].get("steps"))
     s9 = Section("D-Q9", "What z encodes").text(
         f"On a grid of 15 new noise vectors × 10 classes (150 images, another sample than D-Q6's "
         f"{cm.get('n', '?')}: its conditional accuracy {_f(zc.get('cond_acc'))} differs from D-Q6's by that "
@@ -331,12 +319,33 @@ def fd_trend(first: float | None, last: float | None, margin: FdMargin = DOCUMEN
                                                          "the samples moved towards the digits", "no clear change")
 
 
+OBEYS_Y = 0.5  # D-Q9: below this conditional accuracy G does not follow y yet
+
+
+def z_text(cond_acc: float, z_part: float, steps) -> str:
+    """D-Q9: what z encodes, read from the cDCGAN's conditional accuracy and z's share of the variance."""
+    if cond_acc < OBEYS_Y:
+        return (f"After only {steps} steps G does not obey y yet (conditional accuracy {_f(cond_acc)}, below "
+                f"{OBEYS_Y}), so this split says little; run the full budget (`cnnlab lab`, or `cnnlab gan train "
+                "--model cdcgan`) to see z take over the style.")
+    if z_part >= Z_USED:
+        return ("With y fixed to the digit, z encodes the rest: the style (slant, thickness, width, stroke "
+                "shape). The judge's features are built to tell digits apart, so most of z's effect shows as an "
+                "interaction (the same z shifts each digit's features differently) rather than as one shift "
+                "shared by all classes; in the grid, a column (one z) keeps a recognisable style"
+                f" (z's share {_f(z_part)}, counted as used above {Z_USED}).")
+    return (f"After only {steps} steps G barely uses z yet (z's share {_f(z_part)}, under {Z_USED}): each row of "
+            "the grid is nearly one image per class. With longer training (e.g. `cnnlab gan train --model cdcgan` "
+            "on the full MNIST) z takes over the style (slant, thickness, width), constant along a column.")
+
+
 def no_y_text(z_part_cdcgan: float, z_part_no_y: float) -> str:
     """D-Q7: blame a collapse onto y on D's blindness only when the normal cDCGAN did not collapse."""
     if z_part_no_y >= Z_USED:
-        return "G still uses z for the style."
+        return f"G still uses z for the style (z's share above {Z_USED})."
     if z_part_cdcgan < Z_USED:
-        return ("Both models barely use z at this budget (one image per class), so this is not an effect of "
-                "removing y from D; longer training separates them.")
+        return ("Both models barely use z at this budget (one image per class; z's share under "
+                f"{Z_USED} in both), so this is not an effect of removing y from D; longer training separates them.")
     return ("Only without y in D does G draw one image per value of y, whatever z: y has become a mode selector, a "
-            "mode collapse that D, blind to y, cannot detect in a batch of mixed labels.")
+            f"mode collapse that D, blind to y, cannot detect in a batch of mixed labels (z's share under {Z_USED} "
+            "without y in D, above it with y).")

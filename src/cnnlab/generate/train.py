@@ -65,6 +65,7 @@ class GANConfig:
     judge_epochs: int = 8  # the shared cached classifier; dry runs use 1
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, else fp32
     max_loss: float = 1e3  # a loss above this counts as exploding: stop, keep the last good checkpoint
+    compile: bool = False  # torch.compile G and D's logits for the training steps (--compile)
 
     def __post_init__(self):
         self.validate()
@@ -212,7 +213,8 @@ def _train(session: _Session) -> GANRun:
     gen = torch.Generator().manual_seed(seed)
     # D is called through its logits (fp32 losses); under torchrun DDP wraps that call. G's step goes
     # through D itself, whose parameters g_step freezes: only D's own step synchronises D's gradients.
-    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen, calls={"D": "logits"})
+    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen, calls={"D": "logits"},
+                       compile=cfg.compile)
     fz, fy = fixed_inputs(cfg, num_classes, gen)
     state.extra = {"fixed_z": fz, "fixed_y": fy if fy is not None else torch.zeros(0, dtype=torch.int64),
                    "strip_steps": [], "strip": [], "sample_every": every}  # a resumed run keeps its cadence
