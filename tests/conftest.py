@@ -6,6 +6,9 @@ import pytest
 import torch
 
 os.environ["CNNLAB_PROGRESS"] = "0"
+# A fixed thread count: cnnlab would otherwise pick one per idle core at each command (cnnlab/threads.py),
+# and a test that compares two runs bit for bit needs the same count in both.
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, min(2, os.cpu_count() or 1))))
 
 
 @pytest.fixture(autouse=True, scope="session")

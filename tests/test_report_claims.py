@@ -117,7 +117,8 @@ def test_a_q5_compares_scratch_with_transfer_and_checks_for_overfitting():
     from cnnlab.transfer.lab import scratch_text
 
     over = scratch_text(0.90, {"test_acc": 0.60, "final_train_acc": 1.0, "epochs": 40}, 100, 900)
-    assert "pretrained features do better" in over and "fits its training images far better" in over
+    assert "pretrained features do better" in over and "fits its training images clearly better" in over
+    assert over.count("(threshold ±") == 2  # each of its two comparisons prints its threshold
     better = scratch_text(0.60, {"test_acc": 0.90, "final_train_acc": 0.91, "epochs": 40}, 100, 900)
     assert "from scratch does *better*" in better and "no sign of overfitting" in better
     assert "40 epochs" in better
@@ -298,3 +299,11 @@ def test_d_margin_is_the_seed_spread_and_the_sentences_print_it():
     assert "docs/checks/part_d.md" in DOCUMENTED_MARGIN.basis and 0.2 < DOCUMENTED_MARGIN.rel < 0.35
     with pytest.raises(ValueError):
         fd_margin([60.0], "one seed")
+
+
+def test_b_q6_says_the_attack_survives_8_bit_files_only_above_its_cutoff():
+    from cnnlab.explain.lab import SURVIVES, uint8_text
+
+    assert "survives an ordinary image file" in uint8_text(SURVIVES) and f"cut-off {SURVIVES:.0%}" in uint8_text(1.0)
+    low = uint8_text(SURVIVES - 0.2)
+    assert "rounding undid them" in low and "survives" not in low

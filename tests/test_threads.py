@@ -37,6 +37,7 @@ def test_user_choices_win_over_the_automatic_one(monkeypatch):
 
 def test_retune_follows_a_change_of_load_only_when_chosen_automatically(monkeypatch):
     n = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # conftest pins it; here the choice is automatic
     try:
         monkeypatch.setattr(threads, "cores", lambda: 2)
         monkeypatch.setattr(threads, "busy_elsewhere", lambda window=0.2: 0.0)

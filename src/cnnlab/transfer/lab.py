@@ -214,8 +214,8 @@ def study_sections(res: dict, name: str, real: dict | None) -> list[Section]:
     q7 = Section("A-Q7", "Limits of feature extraction")
     worst = sorted(res.get("per_class_rows", []) or [], key=lambda r: r["accuracy"])[:3]
     q7.text("Features are frozen: they encode what the source task needed. When the target domain differs "
-            "(other statistics, other classes), some classes are poorly separated and only fine-tuning or "
-            "more target data helps. The model must also be run at its own input size and normalisation, "
+            "(other statistics, other classes), some classes are poorly separated; the remedies are fine-tuning "
+            "and more target data (A-Q5 and A-Q6 measure both on this run's data). The model must also be run at its own input size and normalisation, "
             "and large pretrained networks are expensive to run.")
     if real:
         q7.text(f"On 15 Scene the pretrained ImageNet network reaches {pct(real['selected']['test_acc'])}; "
@@ -291,10 +291,11 @@ def scratch_text(svm_test: float, scratch: dict, n_train: int, n_test: int) -> s
             + vs.says("The pretrained features do better",
                       "Here training from scratch does *better* than the pretrained features",
                       "No clear difference between the two") + f" (threshold {vs.threshold}). "
-            + fit.says("From scratch, the network fits its training images far better than new ones: with so few "
-                       "labelled examples it has many more parameters than examples to constrain them.",
-                       "Its test accuracy is above its train accuracy (small sets are noisy).",
-                       "Its train and test accuracies show no clear gap: no sign of overfitting at this budget."))
+            + fit.says("From scratch, the network fits its training images clearly better than new ones: with so few "
+                       "labelled examples it has many more parameters than examples to constrain them",
+                       "Its test accuracy is above its train accuracy (small sets are noisy)",
+                       "Its train and test accuracies show no clear gap: no sign of overfitting at this budget")
+            + f" (threshold {fit.threshold}).")
 
 
 def learning_curve_text(rows: list[dict], n_test: int, scratch_epochs: int | None = None) -> str:
