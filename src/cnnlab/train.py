@@ -161,6 +161,17 @@ def compiled(net, module: nn.Module):
     return torch.compile(net, mode="reduce-overhead" if on_gpu else None)
 
 
+def _read_values(rows: list[dict], keys: list[str]) -> list[list[float]]:
+    """Step values as floats: numbers as they are, 0-d tensors (possibly on a GPU) with one copy to the host."""
+    out = [[r[k] for k in keys] for r in rows]
+    where = [(i, j) for i, row in enumerate(out) for j, v in enumerate(row) if torch.is_tensor(v)]
+    if where:
+        host = torch.stack([out[i][j].detach().reshape(()).float() for i, j in where]).cpu().tolist()
+        for (i, j), v in zip(where, host):
+            out[i][j] = v
+    return [[float(v) for v in row] for row in out]
+
+
 @dataclass(frozen=True)
 class _Loop:
     """What ``fit`` was asked to run (see its arguments)."""
@@ -189,8 +200,7 @@ def _epochs(state: TrainState, loop: _Loop) -> None:
 
         def read_pending() -> None:
             keys = list(pending[0])
-            values = torch.stack([torch.stack([torch.as_tensor(p[k], dtype=torch.float64).detach().cpu()
-                                               for k in keys]) for p in pending]).tolist()  # one sync
+            values = _read_values(pending, keys)
             first = state.step - len(pending) + 1
             for i, row in enumerate(values):
                 losses = dict(zip(keys, row))
