@@ -193,7 +193,7 @@ def test_d_q9_says_what_z_encodes_only_when_g_obeys_y_and_uses_z():
 
 # --------------------------------------------------------------------------- Part B
 def test_b_q3_says_whether_salient_pixels_beat_random_ones():
-    from cnnlab.explain.lab import keep_salient_text
+    from cnnlab.explain.lab_text import keep_salient_text
 
     assert "does find the pixels" in keep_salient_text({0.2: {"kept_salient": 0.95, "kept_random": 0.40}}, 100)
     assert "random pixels keep the decision *better*" in keep_salient_text(
@@ -202,7 +202,7 @@ def test_b_q3_says_whether_salient_pixels_beat_random_ones():
 
 
 def test_b_q6_says_transfer_only_above_the_clean_rate():
-    from cnnlab.explain.lab import fooling_transfer_text
+    from cnnlab.explain.lab_text import fooling_transfer_text
 
     assert "does not transfer here" in fooling_transfer_text(0.05, 0.04, 50, "B")
     assert "transfers to a network it never saw, for a minority" in fooling_transfer_text(0.40, 0.02, 100, "B")
@@ -210,7 +210,7 @@ def test_b_q6_says_transfer_only_above_the_clean_rate():
 
 
 def test_b_q7_compares_transfer_at_equal_budgets_and_names_them():
-    from cnnlab.explain.lab import attack_transfer_text
+    from cnnlab.explain.lab_text import attack_transfer_text
 
     def t(f, p, n=100):
         return attack_transfer_text({"B": f, "n_fooled": n}, {"B": p, "n_fooled": n}, "B", eps_255=8, steps=20)
@@ -245,9 +245,9 @@ def test_the_full_lab_on_a_gpu_runs_the_course_budgets(tmp_path):
     ("cross_network_text", "specific to the network that made it", "carry class features that both", 0.5),
 ])
 def test_part_b_cutoff_sentences_follow_the_number_and_print_the_cutoff(fn, low, high, cut):
-    from cnnlab.explain import lab
+    from cnnlab.explain import lab_text
 
-    f = getattr(lab, fn)
+    f = getattr(lab_text, fn)
     below, above = f(cut - 0.05), f(cut + 0.05)
     assert low in below and high not in below
     assert high in above and low not in above
@@ -255,7 +255,7 @@ def test_part_b_cutoff_sentences_follow_the_number_and_print_the_cutoff(fn, low,
 
 
 def test_b_q8_says_the_images_resemble_their_class_only_when_most_do_and_prints_the_cutoff():
-    from cnnlab.explain.lab import classviz_text
+    from cnnlab.explain.lab_text import classviz_text
 
     shape = classviz_text(10, 10, 0.99, 200, own_corr=0.4, best=7)
     assert "carry the class's shape" in shape and "for every class" in shape and "cut-off: 50%" in shape
@@ -265,7 +265,7 @@ def test_b_q8_says_the_images_resemble_their_class_only_when_most_do_and_prints_
 
 
 def test_b_q9_trends_follow_the_sweep_and_print_their_cutoffs():
-    from cnnlab.explain.lab import sweep_text
+    from cnnlab.explain.lab_text import sweep_text
 
     def rows(kind, settings, p, rms, tv):
         return [{"varied": kind, "setting": s, "p_target": a, "rms_from_mean": b, "tv": c}
@@ -302,7 +302,7 @@ def test_d_margin_is_the_seed_spread_and_the_sentences_print_it():
 
 
 def test_b_q6_says_the_attack_survives_8_bit_files_only_above_its_cutoff():
-    from cnnlab.explain.lab import SURVIVES, uint8_text
+    from cnnlab.explain.lab_text import SURVIVES, uint8_text
 
     assert "survives an ordinary image file" in uint8_text(SURVIVES) and f"cut-off {SURVIVES:.0%}" in uint8_text(1.0)
     low = uint8_text(SURVIVES - 0.2)
