@@ -11,7 +11,7 @@ from cnnlab.generate.train import GANConfig, load_gan_data, train_gan
 from test_generate_helpers import one_thread, patched_judge, tiny_judge  # noqa: F401  (fixtures)
 
 TINY = dict(dataset="mnist-embedded", ngf=8, ndf=8, subset=256, batch_size=64, eval_samples=100, sample_every=2,
-            precision="fp32")
+            precision="fp32", second_judge=False)
 
 
 def _cfg(**kw):

@@ -3,6 +3,7 @@
     cnnlab gan train --model dcgan --data-root ../shared/data --dataset mnist --out runs/dcgan
     cnnlab gan train --model cdcgan --dataset mnist-embedded --epochs 20 --out runs/cdcgan
     cnnlab gan sweep --variants default,saturating,nz10,size64 --epochs 5 --out runs/gan-sweep
+    cnnlab gan train --preset strong --data-root ../shared/data --out runs/dcgan-strong
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from dataclasses import replace
 
 
 def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
-    from cnnlab.generate.networks import MODELS
-    from cnnlab.generate.steps import G_LOSSES
-    from cnnlab.generate.train import GANConfig
+    from cnnlab.generate.networks import COND_ARCHS, MODELS
+    from cnnlab.generate.steps import D_LOSSES, G_LOSSES
+    from cnnlab.generate.train import PRESETS, GANConfig, preset_help
     from cnnlab.precision import PRECISIONS
 
     d = GANConfig()
     g = p.add_argument_group("GAN settings (the course's defaults)")
+    g.add_argument("--preset", default="course", choices=list(PRESETS),
+                   help="course (default): the practical's settings; strong: " + preset_help("strong")
+                        + " (the flags below override a preset)")
     if not sweep:
         g.add_argument("--model", default=d.model, choices=MODELS, help="dcgan, or the conditional cdcgan")
     g.add_argument("--dataset", default=None,
@@ -32,19 +36,35 @@ def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
         g.add_argument("--nz", type=int, default=d.nz, help="latent size (default %(default)s)")
         g.add_argument("--ngf", type=int, default=None, help="generator width (default: dcgan 32, cdcgan 128)")
         g.add_argument("--ndf", type=int, default=None, help="discriminator width (default: dcgan 32, cdcgan 64)")
-        g.add_argument("--lr-d", type=float, default=d.lr_d, help="D's Adam learning rate (default %(default)s)")
-        g.add_argument("--lr-g", type=float, default=d.lr_g, help="G's Adam learning rate (default %(default)s)")
-        g.add_argument("--beta1", type=float, default=d.beta1, help="Adam's beta1 for both (default %(default)s)")
-        g.add_argument("--g-loss", default=d.g_loss, choices=G_LOSSES,
-                       help="generator loss (D-Q3; default %(default)s)")
-        g.add_argument("--init", default=d.init, choices=("dcgan", "pytorch"),
-                       help="dcgan: N(0, 0.02); pytorch: the framework's default (default %(default)s)")
-        g.add_argument("--no-y-in-d", action="store_true", help="cdcgan: remove y from D (D-Q7)")
+        # default None: a flag given overrides the preset, one not given leaves the preset's (or the course's) value
+        g.add_argument("--lr-d", type=float, default=None, help=f"D's Adam learning rate (default {d.lr_d})")
+        g.add_argument("--lr-g", type=float, default=None, help=f"G's Adam learning rate (default {d.lr_g})")
+        g.add_argument("--beta1", type=float, default=None, help=f"Adam's beta1 for both (default {d.beta1})")
+        g.add_argument("--beta2", type=float, default=None, help=f"Adam's beta2 for both (default {d.beta2})")
+        g.add_argument("--g-loss", default=None, choices=G_LOSSES,
+                       help=f"generator loss with --loss bce (D-Q3; default {d.g_loss})")
+        g.add_argument("--init", default=None, choices=("dcgan", "pytorch"),
+                       help=f"dcgan: N(0, 0.02); pytorch: the framework's default (default {d.init})")
+        g.add_argument("--no-y-in-d", dest="cond_d", action="store_false", default=None,
+                       help="cdcgan: remove y from D (D-Q7)")
+        b = p.add_argument_group("beyond the course (each measured in docs/checks/part_d.md)")
+        b.add_argument("--loss", default=None, choices=D_LOSSES, help=f"adversarial loss (default {d.loss})")
+        b.add_argument("--spectral-norm", action=argparse.BooleanOptionalAction, default=None,
+                       help="spectral normalisation of D's weights (its BatchNorms removed)")
+        b.add_argument("--r1", type=float, default=None, help="R1 gradient penalty weight γ on real images (0: off)")
+        b.add_argument("--r1-every", type=int, default=None, help=f"lazy R1: every k-th step (default {d.r1_every})")
+        b.add_argument("--ema", type=float, default=None,
+                       help="decay of the moving average of G's weights that samples come from (0: off; e.g. 0.999)")
+        b.add_argument("--cond-arch", default=None, choices=COND_ARCHS,
+                       help="cdcgan: concat (the course's one-hot branches) or projection "
+                            "(class-conditional BatchNorm in G, projection discriminator)")
     g.add_argument("--sample-every", type=int, default=d.sample_every, help="steps between fixed-noise grids (0: ~20 per run)")
     g.add_argument("--eval-samples", type=int, default=d.eval_samples,
                    help="generated images judged after each epoch (default %(default)s)")
     g.add_argument("--judge", default=None, choices=("mnist", "mnist-embedded"),
                    help="dataset of the digit classifier that judges samples (default: mnist for mnist)")
+    g.add_argument("--no-second-judge", dest="second_judge", action="store_false",
+                   help="skip the second, independent judge (LeNet-5, seed 1) of the final samples")
     g.add_argument("--compile", action="store_true",
                    help="compile the training step's networks with torch.compile (on a GPU mode reduce-overhead: CUDA graphs, "
                         "for these small launch-bound networks; benchmarks/bench_gpu.py measures it). Off by default: "
@@ -64,11 +84,17 @@ def _dataset(args) -> str:
 
 
 def _base_config(args):
-    from cnnlab.generate.train import GANConfig
+    from cnnlab.generate.train import PRESETS, GANConfig, config_from
 
-    return GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs, batch_size=args.batch_size,
+    base = GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs, batch_size=args.batch_size,
                      subset=args.subset, sample_every=args.sample_every, eval_samples=args.eval_samples,
-                     judge=args.judge, precision=args.precision, compile=args.compile)
+                     judge=args.judge, precision=args.precision, compile=args.compile, second_judge=args.second_judge)
+    return config_from(base, **PRESETS[args.preset])
+
+
+# settings of `gan train` whose flags default to None (None: keep the preset's value)
+_OVERRIDES = ("model", "nz", "ngf", "ndf", "lr_d", "lr_g", "beta1", "beta2", "g_loss", "init", "cond_d", "loss",
+              "spectral_norm", "r1", "r1_every", "ema", "cond_arch")
 
 
 def _dry(cfg, args):
@@ -83,15 +109,17 @@ def _cmd_train(args) -> int:
     from cnnlab.generate.train import config_from, train_gan
     from cnnlab.runs import seed_everything
 
-    cfg = config_from(_base_config(args), model=args.model, nz=args.nz, ngf=args.ngf, ndf=args.ndf, lr_d=args.lr_d,
-                      lr_g=args.lr_g, beta1=args.beta1, g_loss=args.g_loss, init=args.init,
-                      cond_d=not args.no_y_in_d)
+    given = {k: getattr(args, k) for k in _OVERRIDES if getattr(args, k) is not None}
+    cfg = config_from(_base_config(args), **given)
     cfg = _dry(cfg, args)
     seed_everything(args.seed)
     res = train_gan(cfg, out=args.out, seed=args.seed, device=args.device, data_root=args.data_root,
                     download=args.download, resume=args.resume)
     f = res.metrics.get("final", {})
-    parts = [f"Fréchet distance {f['frechet']:.2f}" if "frechet" in f else "",
+    f2, real = res.metrics.get("final_judge2", {}), res.metrics.get("real", {})
+    second = f" (second judge, LeNet-5: {f2['frechet']:.2f})" if "frechet" in f2 else ""
+    floor = f" [real digits: {real['frechet']:.2f}]" if "frechet" in real else ""
+    parts = [f"Fréchet distance {f['frechet']:.2f}{second}{floor}" if "frechet" in f else "",
              f"class entropy {f['class_entropy']:.2f}/{f['max_entropy']:.2f} bits" if "class_entropy" in f else "",
              f"confidence {f['confidence']:.3f}" if "confidence" in f else "",
              f"conditional accuracy {f['cond_acc']:.3f}" if "cond_acc" in f else ""]

@@ -171,3 +171,15 @@ def epoch_metrics_figure(history: list[dict]):
         axes[2].legend(fontsize=7)
     fig.tight_layout()
     return fig
+
+
+def side_by_side_figure(grids: list[tuple[str, torch.Tensor, int]]):
+    """One sample grid per (title, images, nrow), next to each other (e.g. the course's GAN and a preset)."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+    for ax, (title, images, nrow) in zip(axes[0], grids):
+        ax.imshow(grid_array(images, nrow))
+        ax.set_title(title, fontsize=9)
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig

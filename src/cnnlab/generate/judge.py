@@ -109,17 +109,23 @@ def judge_from_bundle(bundle: ModelBundle) -> Judge:
     return Judge(bundle, layer_aliases(bundle.arch, bundle.model)["penultimate"])
 
 
-@functools.lru_cache(maxsize=4)
-def _cached_judge(dataset: str, data_root: str | None, epochs: int) -> Judge:
+@functools.lru_cache(maxsize=8)
+def _cached_judge(dataset: str, data_root: str | None, epochs: int, arch: str, seed: int) -> Judge:
     from cnnlab.models.pretrained import digit_classifier
 
-    return judge_from_bundle(digit_classifier(dataset, data_root=data_root, epochs=epochs))
+    return judge_from_bundle(digit_classifier(dataset, data_root=data_root, epochs=epochs, arch=arch, seed=seed))
 
 
-def load_judge(dataset: str = "mnist-embedded", *, data_root=None, epochs: int = 8) -> Judge:
+# The second judge: another architecture and another training seed than the first (digitnet, seed 0).
+SECOND_JUDGE = {"arch": "lenet5", "seed": 1}
+
+
+def load_judge(dataset: str = "mnist-embedded", *, data_root=None, epochs: int = 8, second: bool = False) -> Judge:
     """The cached digit classifier trained on ``dataset`` (``mnist-embedded`` offline, or ``mnist``)
-    for ``epochs`` epochs (8: the one every part shares; fewer only for smoke tests)."""
-    return _cached_judge(dataset, str(data_root) if data_root is not None else None, epochs)
+    for ``epochs`` epochs (8: the one every part shares; fewer only for smoke tests). ``second``:
+    the independent second judge (:data:`SECOND_JUDGE`)."""
+    arch, seed = (SECOND_JUDGE["arch"], SECOND_JUDGE["seed"]) if second else ("digitnet", 0)
+    return _cached_judge(dataset, str(data_root) if data_root is not None else None, epochs, arch, seed)
 
 
 # --------------------------------------------------------------------------- the metrics

@@ -20,6 +20,7 @@ import torch
 from cnnlab import distributed
 from cnnlab.data.sources import has_mnist
 from cnnlab.generate.judge import load_judge, real_reference
+from cnnlab.generate.lab_beyond import beyond_section
 from cnnlab.generate.steps import generator_loss
 from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
 from cnnlab.generate.train import GANConfig, load_gan_data
@@ -68,11 +69,11 @@ def run_lab(ctx) -> list[Section]:
     data_root = ctx.data_root if course else None
     base = GANConfig(dataset=dataset, epochs=ctx.budget(5, 2, 1), batch_size=ctx.budget(128, 128, 64),
                      subset=subset, eval_samples=ctx.budget(1000, 500, 200), judge_epochs=ctx.budget(8, 8, 1))
-    names = ctx.budget(["default", "cdcgan", "saturating", "nz10", "narrow", "cdcgan-no-y"],
-                       ["default", "cdcgan", "saturating", "cdcgan-no-y"],
-                       ["default", "cdcgan", "saturating"])
+    names = ctx.budget(["default", "cdcgan", "saturating", "nz10", "narrow", "cdcgan-no-y", "strong", "cdcgan-strong"],
+                       ["default", "cdcgan", "saturating", "cdcgan-no-y", "strong", "cdcgan-strong"],
+                       ["default", "cdcgan", "saturating", "strong"])
     widths = COURSE_CDCGAN if ctx.course_budgets else LAB_CDCGAN  # a GPU has the time for the course's widths
-    extra = {"cdcgan": widths, "cdcgan-no-y": widths}
+    extra = {"cdcgan": widths, "cdcgan-no-y": widths, "cdcgan-strong": widths}
     data = load_gan_data(base.dataset, size=base.size, subset=subset, data_root=data_root)
     judge = load_judge(base.dataset, data_root=data_root, epochs=base.judge_epochs)
     reference = real_reference(judge, data.test)
@@ -233,7 +234,11 @@ def run_lab(ctx) -> list[Section]:
     if "cdcgan_z_interpolation" in sweep.figures:
         s9.figure(sweep.figures["cdcgan_z_interpolation"], "the same path in z for every class")
     sections.append(s9.table([zc], caption="two-way variance split of judge features (y × z)") if zc else s9)
-    return sections
+
+    # beyond the course -----------------------------------------------------------------------------
+    beyond = beyond_section(ctx, base=base, rows=rows, metrics=metrics, sweep=sweep, data=data, judge=judge,
+                            data_root=data_root, root=root, margin=margin, widths=widths, seeds=max(1, len(seed_fds)))
+    return sections + ([beyond] if beyond is not None else [])
 
 
 def default_seed_fds(ctx, base, data, judge, root: Path, data_root, fd_first) -> list[float]:

@@ -155,21 +155,34 @@ def dcgan_init(module: nn.Module, *, generator: torch.Generator | None = None) -
             m.weight.normal_(0.0, 0.02, generator=generator)
             if m.bias is not None:
                 m.bias.zero_()
-        elif isinstance(m, nn.BatchNorm2d):
+        elif isinstance(m, nn.BatchNorm2d) and m.affine:  # conditional BatchNorm: no affine of its own
             m.weight.normal_(1.0, 0.02, generator=generator)
             m.bias.zero_()
     return module
 
 
 MODELS = ("dcgan", "cdcgan")
+COND_ARCHS = ("concat", "projection")  # the course's one-hot branches, or cBN in G + projection D
 
 
 def build_gan(model: str = "dcgan", *, nz: int = 100, ngf: int | None = None, ndf: int | None = None, nc: int = 1,
               size: int = 32, num_classes: int = 10, init: str = "dcgan", cond_d: bool = True,
+              cond_arch: str = "concat", spectral_norm: bool = False,
               generator: torch.Generator | None = None) -> tuple[nn.Module, nn.Module]:
     """(G, D) for ``model`` with the course's widths unless ``ngf``/``ndf`` are given.
-    ``init``: ``"dcgan"`` (N(0, 0.02)) or ``"pytorch"`` (PyTorch's default Kaiming-uniform init, D-Q5)."""
-    if model == "dcgan":
+    ``init``: ``"dcgan"`` (N(0, 0.02)) or ``"pytorch"`` (PyTorch's default Kaiming-uniform init, D-Q5).
+    ``cond_arch`` (cDCGAN): ``"concat"`` (the course) or ``"projection"`` (cBN in G, projection D);
+    ``spectral_norm``: D's weights spectrally normalised and its BatchNorms removed (after the init)."""
+    from cnnlab.generate import conditioning
+
+    if cond_arch not in COND_ARCHS:
+        raise CnnlabError(f"--cond-arch {cond_arch!r}: choose one of {', '.join(COND_ARCHS)}")
+    if model == "cdcgan" and cond_arch == "projection":
+        if not cond_d:
+            raise CnnlabError("--cond-arch projection with --no-y-in-d: a projection D is built on y; use concat")
+        G = conditioning.CondBNGenerator(nz=nz, ngf=ngf or 128, nc=nc, size=size, num_classes=num_classes)
+        D = conditioning.ProjectionDiscriminator(ndf=ndf or 64, nc=nc, size=size, num_classes=num_classes)
+    elif model == "dcgan":
         G = Generator(nz=nz, ngf=ngf or 32, nc=nc, size=size)
         D = Discriminator(ndf=ndf or 32, nc=nc, size=size)
     elif model == "cdcgan":
@@ -182,6 +195,8 @@ def build_gan(model: str = "dcgan", *, nz: int = 100, ngf: int | None = None, nd
         dcgan_init(D, generator=generator)
     elif init != "pytorch":
         raise CnnlabError(f"--init {init!r}: choose dcgan (N(0, 0.02)) or pytorch (the framework's default)")
+    if spectral_norm:
+        conditioning.spectrally_normalised(D)
     return G, D
 
 

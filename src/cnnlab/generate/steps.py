@@ -10,6 +10,13 @@ G has two losses (D-Q3):
 
 Both steps work on D's logits with ``binary_cross_entropy_with_logits``: the same values as BCE on
 the Sigmoid output, without log(0) when D saturates.
+
+Beyond the course (options of ``cnnlab gan train``, measured in docs/checks/part_d.md):
+
+* the **hinge** loss (Lim & Ye 2017; SN-GAN, BigGAN): D minimises E[max(0, 1 − D(x))] +
+  E[max(0, 1 + D(G(z)))], G minimises −E[D(G(z))] (``d_loss="hinge"``, G loss ``"hinge"``);
+* the **R1 penalty** (Mescheder et al. 2018): γ/2 · E‖∇ₓD(x)‖² on real images, added to D's loss;
+  the caller applies it every k-th step with weight k·γ ("lazy" regularisation, Karras et al. 2020).
 """
 
 from __future__ import annotations
@@ -21,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-G_LOSSES = ("non-saturating", "saturating")
+G_LOSSES = ("non-saturating", "saturating", "hinge")
+D_LOSSES = ("bce", "hinge")
 
 # The forward passes' context (bf16 autocast, or nothing): backward and the optimiser step run
 # outside it, as autocast's documentation asks (their dtypes follow the forward's).
@@ -34,24 +42,42 @@ def _logits(D: nn.Module, x: torch.Tensor, y: torch.Tensor | None) -> torch.Tens
     return out.float()
 
 
+def discriminator_loss(out_real: torch.Tensor, out_fake: torch.Tensor, kind: str = "bce") -> torch.Tensor:
+    """D's loss on its logits for a real and a generated batch, each term a mean over its batch."""
+    if kind == "bce":  # the course's errD_real + errD_fake
+        return (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
+                + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
+    if kind == "hinge":
+        return F.relu(1 - out_real).mean() + F.relu(1 + out_fake).mean()
+    raise ValueError(f"discriminator loss {kind!r}: choose one of {', '.join(D_LOSSES)}")
+
+
+def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """E‖∇ₓ D(x)‖² over the batch (``real`` must require grad; the graph is kept for D's backward)."""
+    (grad,) = torch.autograd.grad(out_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()
+
+
 def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
            y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None, *,
-           forward: Forward = contextlib.nullcontext, logits_of: Callable | None = None) -> dict[str, float]:
+           forward: Forward = contextlib.nullcontext, logits_of: Callable | None = None, loss: str = "bce",
+           r1: float = 0.0) -> dict[str, float]:
     """One update of D on a real batch and a generated batch (``fake`` is detached here, so G is
     untouched). Returns the D loss, mean D(x) and mean D(G(z)) before the update. ``logits_of(x, y)``:
-    what computes D's logits (D's DDP wrapper under torchrun; default: D itself)."""
+    what computes D's logits (D's DDP wrapper under torchrun; default: D itself). ``loss``: ``"bce"``
+    (the course) or ``"hinge"``; ``r1`` > 0 adds r1/2 · E‖∇ₓD(x)‖² on this step."""
     logits = logits_of or (lambda x, c: _logits(D, x, c))
     opt_d.zero_grad(set_to_none=True)
+    if r1 > 0:
+        real = real.detach().requires_grad_(True)
     with forward():
         out_real = logits(real, y).float()  # (B,)
         out_fake = logits(fake.detach(), y if y_fake is None else y_fake).float()  # (B,)
-    # two BCE terms, each a mean over its batch (the course's errD_real + errD_fake)
-    loss = (F.binary_cross_entropy_with_logits(out_real, torch.ones_like(out_real))
-            + F.binary_cross_entropy_with_logits(out_fake, torch.zeros_like(out_fake)))
-    loss.backward()
+    adv = discriminator_loss(out_real, out_fake, loss)
+    (adv + 0.5 * r1 * r1_penalty(out_real, real) if r1 > 0 else adv).backward()
     opt_d.step()
     # 0-d tensors, read by the training loop every few steps (no host synchronisation per step on a GPU)
-    return {"loss_D": loss.detach(), "D_x": torch.sigmoid(out_real.detach()).mean(),
+    return {"loss_D": adv.detach(), "D_x": torch.sigmoid(out_real.detach()).mean(),
             "D_G_z": torch.sigmoid(out_fake.detach()).mean()}
 
 
@@ -60,6 +86,8 @@ def generator_loss(logits_fake: torch.Tensor, kind: str = "non-saturating") -> t
         return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))  # −log D(G(z))
     if kind == "saturating":
         return -F.binary_cross_entropy_with_logits(logits_fake, torch.zeros_like(logits_fake))  # log(1 − D(G(z)))
+    if kind == "hinge":
+        return -logits_fake.mean()  # −E[D(G(z))] on the raw score
     raise ValueError(f"generator loss {kind!r}: choose one of {', '.join(G_LOSSES)}")
 
 

@@ -17,7 +17,8 @@ import torch
 
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
-from cnnlab.generate.train import GANConfig, GANData, config_from, load_gan_data, sample, train_gan
+from cnnlab.generate.train import (PRESETS, GANConfig, GANData, config_from, load_gan_data, preset_help, sample,
+                                   train_gan)
 from cnnlab.precision import use_bf16
 from cnnlab.runs import Run, resolve_device
 
@@ -55,6 +56,19 @@ VARIANTS: dict[str, Variant] = {
                       lambda b: {"dataset": "digits"}),
     "cifar10": Variant("another dataset: CIFAR-10 (needs it under --data-root)", "D-Q5",
                        lambda b: {"dataset": "cifar10", "judge": b.judge or "mnist-embedded"}),
+    # beyond the course: established GAN practice, one change at a time, then the preset that combines them
+    "ema": Variant("samples from a moving average of G's weights (decay 0.999)", "beyond", lambda b: {"ema": 0.999}),
+    "ttur": Variant("two time-scale learning rates: lr_D 4e-4, lr_G 1e-4", "beyond",
+                    lambda b: {"lr_d": 4e-4, "lr_g": 1e-4}),
+    "spectral-norm": Variant("spectral normalisation in D (its BatchNorms removed)", "beyond",
+                             lambda b: {"spectral_norm": True}),
+    "hinge": Variant("the hinge loss for D and G", "beyond", lambda b: {"loss": "hinge"}),
+    "r1": Variant("an R1 gradient penalty on real images (γ = 1, every 16 steps)", "beyond", lambda b: {"r1": 1.0}),
+    "strong": Variant("--preset strong: " + preset_help("strong"), "beyond", lambda b: dict(PRESETS["strong"])),
+    "cdcgan-projection": Variant("cDCGAN with class-conditional BatchNorm in G and a projection D", "beyond",
+                                 lambda b: {"model": "cdcgan", "cond_arch": "projection"}),
+    "cdcgan-strong": Variant("cDCGAN with --preset strong", "beyond",
+                             lambda b: {"model": "cdcgan", **PRESETS["strong"]}),
 }
 
 

@@ -30,9 +30,10 @@ from cnnlab import distributed
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
 from cnnlab.generate.data import GANData, load_gan_data, resize_uint8, to_gan_range  # noqa: F401  (public here too)
+from cnnlab.generate.ema import ema_copy, ema_decay, ema_update
 from cnnlab.generate.judge import Judge, RealReference, judge_metrics, load_judge, real_reference
-from cnnlab.generate.networks import MODELS, build_gan, count_parameters
-from cnnlab.generate.steps import G_LOSSES, d_step, g_step
+from cnnlab.generate.networks import COND_ARCHS, MODELS, build_gan, count_parameters
+from cnnlab.generate.steps import D_LOSSES, G_LOSSES, d_step, g_step
 from cnnlab.precision import PRECISIONS, autocast, memory_format, use_bf16
 from cnnlab.runs import Run, resolve_device, write_csv
 
@@ -66,6 +67,14 @@ class GANConfig:
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16, else fp32
     max_loss: float = 1e3  # a loss above this counts as exploding: stop, keep the last good checkpoint
     compile: bool = False  # torch.compile G and D's logits for the training steps (--compile)
+    # beyond the course (docs/checks/part_d.md measures each; --preset strong combines what helps)
+    loss: str = "bce"  # D's loss: bce (the course; G then uses g_loss) or hinge (G: −E[D(G(z))])
+    spectral_norm: bool = False  # D's weights spectrally normalised, its BatchNorms removed
+    r1: float = 0.0  # R1 penalty weight γ on real images (0: off)
+    r1_every: int = 16  # lazy R1: applied every k-th D step with weight k·γ
+    ema: float = 0.0  # decay of the moving average of G's weights that samples come from (0: off)
+    cond_arch: str = "concat"  # cdcgan: concat (the course's one-hot branches) or projection (cBN G, projection D)
+    second_judge: bool = True  # also judge the final samples with the second, independent classifier
 
     def __post_init__(self):
         self.validate()
@@ -75,6 +84,14 @@ class GANConfig:
             raise CnnlabError(f"--model {self.model!r}: choose one of {', '.join(MODELS)}")
         if self.g_loss not in G_LOSSES:
             raise CnnlabError(f"--g-loss {self.g_loss!r}: choose one of {', '.join(G_LOSSES)}")
+        if self.loss not in D_LOSSES:
+            raise CnnlabError(f"--loss {self.loss!r}: choose one of {', '.join(D_LOSSES)}")
+        if self.cond_arch not in COND_ARCHS:
+            raise CnnlabError(f"--cond-arch {self.cond_arch!r}: choose one of {', '.join(COND_ARCHS)}")
+        if not 0 <= self.ema < 1:
+            raise CnnlabError(f"--ema {self.ema}: the moving average's decay must be in [0, 1) (0: off; e.g. 0.999)")
+        if self.r1 < 0 or self.r1_every < 1:
+            raise CnnlabError(f"--r1 {self.r1} / --r1-every {self.r1_every}: need r1 ≥ 0 and r1-every ≥ 1")
         if self.precision not in PRECISIONS:
             raise CnnlabError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         for name in ("nz", "batch_size", "epochs", "eval_samples"):
@@ -117,7 +134,8 @@ def fixed_inputs(cfg: GANConfig, num_classes: int, generator: torch.Generator) -
 # --------------------------------------------------------------------------- training
 @dataclass
 class GANRun:
-    """What :func:`train_gan` returns: the run folder, its final metrics and the trained networks."""
+    """What :func:`train_gan` returns: the run folder, its final metrics and the trained networks
+    (``G``: the generator samples come from, i.e. the moving average when ``ema`` is on)."""
 
     root: Path
     metrics: dict
@@ -156,6 +174,11 @@ def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | t
     judge = judge or load_judge(cfg.judge or ("mnist" if cfg.dataset == "mnist" else "mnist-embedded"),
                                 data_root=data_root, epochs=cfg.judge_epochs)
     reference = _reference(judge, data, cfg.size)
+    judge2 = None
+    if cfg.second_judge and data.digits:
+        judge2 = load_judge(cfg.judge or ("mnist" if cfg.dataset == "mnist" else "mnist-embedded"),
+                            data_root=data_root, epochs=cfg.judge_epochs, second=True)
+        _reference(judge2, data, cfg.size)  # once per process, before the clock starts
     bf16 = use_bf16(cfg.precision, device)
     total_steps = cfg.epochs * n_batches
     every = cfg.sample_every or max(1, round(total_steps / 20))
@@ -166,8 +189,8 @@ def train_gan(cfg: GANConfig, *, out: str | Path, seed: int = 0, device: str | t
     if not resume:  # a fresh run: drop what an older run left in this folder
         ckpt.unlink(missing_ok=True)
         shutil.rmtree(progress_dir, ignore_errors=True)
-    session = _Session(cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume,
-                       figures)
+    session = _Session(cfg, run, ckpt, progress_dir, data, judge, judge2, reference, device, bf16, every, seed,
+                       resume, figures)
     try:
         return _train(session)
     finally:
@@ -184,6 +207,7 @@ class _Session:
     progress_dir: Path
     data: GANData
     judge: Judge
+    judge2: Judge | None  # the second judge (final samples only)
     reference: RealReference
     device: torch.device
     bf16: bool
@@ -197,24 +221,26 @@ def _train(session: _Session) -> GANRun:
     from cnnlab.data import gather_batches, held_on, index_batches
     from cnnlab.train import TrainState, fit
 
-    cfg, run, ckpt, progress_dir, data, judge, reference, device, bf16, every, seed, resume, draw = (
+    cfg, run, ckpt, progress_dir, data, judge, _, reference, device, bf16, every, seed, resume, draw = (
         getattr(session, f.name) for f in fields(session))
 
     num_classes = len(data.classes)
     torch.manual_seed(seed)
     G, D = build_gan(cfg.model, nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, nc=data.channels, size=cfg.size,
-                     num_classes=num_classes, init=cfg.init, cond_d=cfg.cond_d,
-                     generator=torch.Generator().manual_seed(seed))
+                     num_classes=num_classes, init=cfg.init, cond_d=cfg.cond_d, cond_arch=cfg.cond_arch,
+                     spectral_norm=cfg.spectral_norm, generator=torch.Generator().manual_seed(seed))
     fmt = memory_format(device)
     G.to(device, memory_format=fmt)
     D.to(device, memory_format=fmt)
     opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
     opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+    G_ema = ema_copy(G) if cfg.ema > 0 else None
+    G_out = G_ema if G_ema is not None else G  # what samples (grids, judge) come from
     gen = torch.Generator().manual_seed(seed)
     # D is called through its logits (fp32 losses); under torchrun DDP wraps that call. G's step goes
     # through D itself, whose parameters g_step freezes: only D's own step synchronises D's gradients.
-    state = TrainState({"G": G, "D": D}, {"G": opt_g, "D": opt_d}, generator=gen, calls={"D": "logits"},
-                       compile=cfg.compile)
+    state = TrainState({"G": G, "D": D, **({"G_ema": G_ema} if G_ema is not None else {})},
+                       {"G": opt_g, "D": opt_d}, generator=gen, calls={"D": "logits"}, compile=cfg.compile)
     fz, fy = fixed_inputs(cfg, num_classes, gen)
     state.extra = {"fixed_z": fz, "fixed_y": fy if fy is not None else torch.zeros(0, dtype=torch.int64),
                    "strip_steps": [], "strip": [], "sample_every": every}  # a resumed run keeps its cadence
@@ -234,7 +260,7 @@ def _train(session: _Session) -> GANRun:
                                                 drop_last=True), train_images, train_labels)
 
     def snapshot(step: int) -> None:
-        imgs = sample(G, state.extra["fixed_z"], fixed_y(), bf16=bf16)
+        imgs = sample(G_out, state.extra["fixed_z"], fixed_y(), bf16=bf16)
         figures.write_grid_png(progress_dir / f"step_{step:06d}.png", imgs, nrow)
         # the strip keeps one sample of each of the first 8 columns (cDCGAN: class 0..7 of z0..z7)
         pick = imgs[:8] if not cond else imgs[torch.arange(8) % num_classes * 15 + torch.arange(8) % 15]
@@ -253,8 +279,12 @@ def _train(session: _Session) -> GANRun:
         forward = functools.partial(autocast, device, bf16)
         with forward():
             fake = st.nets["G"](z, y_fake)  # one generated batch for both steps, as in the course
-        out = d_step(D, opt_d, real, fake, y, y_fake, forward=forward, logits_of=st.nets["D"])
-        out.update(g_step(D, opt_g, fake, y_fake, loss=cfg.g_loss, forward=forward))
+        r1 = cfg.r1 * cfg.r1_every if cfg.r1 > 0 and st.step % cfg.r1_every == 0 else 0.0
+        out = d_step(D, opt_d, real, fake, y, y_fake, forward=forward, logits_of=st.nets["D"], loss=cfg.loss, r1=r1)
+        out.update(g_step(D, opt_g, fake, y_fake, loss="hinge" if cfg.loss == "hinge" else cfg.g_loss,
+                          forward=forward))
+        if G_ema is not None:
+            ema_update(G_ema, G, ema_decay(cfg.ema, st.step))
         if (st.step + 1) % st.extra["sample_every"] == 0:  # st.step counts the steps before this one
             snapshot(st.step + 1)
         return out
@@ -263,7 +293,7 @@ def _train(session: _Session) -> GANRun:
 
     def evaluate(st):
         t = time.perf_counter()
-        fake = sample(G, eval_z, eval_y, bf16=bf16)
+        fake = sample(G_out, eval_z, eval_y, bf16=bf16)
         m = judge_metrics(judge, fake, reference, eval_y, digits=data.digits)
         eval_seconds[0] += time.perf_counter() - t
         return {k: v for k, v in m.items() if isinstance(v, float) and k != "max_entropy"}  # histogram: at the end
@@ -282,16 +312,16 @@ def _train(session: _Session) -> GANRun:
     except TrainingDiverged as e:
         status = f"diverged: {e}"
         run.log_metrics(status=status)
-        _write_outputs(session, state, G, nrow, eval_z, eval_y, train_seconds=time.perf_counter() - t0 - eval_seconds[0],
+        _write_outputs(session, state, G_out, nrow, eval_z, eval_y, train_seconds=time.perf_counter() - t0 - eval_seconds[0],
                        steps_run=state.step - steps_before, final=False)
         raise
     seconds = time.perf_counter() - t0 - eval_seconds[0]
     if not state.extra["strip_steps"] or state.extra["strip_steps"][-1] != state.step:
         snapshot(state.step)  # the final grid
-    metrics = _write_outputs(session, state, G, nrow, eval_z, eval_y, train_seconds=seconds,
+    metrics = _write_outputs(session, state, G_out, nrow, eval_z, eval_y, train_seconds=seconds,
                              steps_run=state.step - steps_before, final=True)
     metrics = run.log_metrics(status=status)
-    return GANRun(run.root, metrics, G, D, cfg, list(state.history))
+    return GANRun(run.root, metrics, G_out, D, cfg, list(state.history))
 
 
 def _write_outputs(session: _Session, state, G, nrow, eval_z, eval_y, *, train_seconds: float, steps_run: int,
@@ -308,9 +338,7 @@ def _write_outputs(session: _Session, state, G, nrow, eval_z, eval_y, *, train_s
                      "params_G": count_parameters(G), "params_D": count_parameters(state.modules["D"]),
                      "train_seconds": round(train_seconds, 2),
                      "images_per_s": round(steps_run * cfg.batch_size / max(train_seconds, 1e-9), 1),
-                     "judge": {"classifier": judge.bundle.arch, "trained_on": judge.bundle.extra.get("dataset"),
-                               "epochs": judge.bundle.extra.get("epochs"), "test_acc": judge.test_acc,
-                               "real_reference_images": reference.n}}
+                     "ema": cfg.ema > 0, "judge": _judge_info(judge, reference)}
     fake = fixed = None
     if final:
         fake = sample(G, eval_z, eval_y, bf16=bf16)
@@ -318,10 +346,21 @@ def _write_outputs(session: _Session, state, G, nrow, eval_z, eval_y, *, train_s
         # the same numbers for as many real training images: the floor a perfect G would reach
         pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:len(eval_z)]
         metrics["real"] = judge_metrics(judge, data.train[pick], reference, digits=data.digits)
+        if session.judge2 is not None:  # the same numbers from the second, independent judge
+            ref2 = _reference(session.judge2, data, cfg.size)
+            metrics["judge2"] = _judge_info(session.judge2, ref2)
+            metrics["final_judge2"] = judge_metrics(session.judge2, fake, ref2, eval_y, digits=data.digits)
+            metrics["real_judge2"] = judge_metrics(session.judge2, data.train[pick], ref2, digits=data.digits)
         fixed = sample(G, state.extra["fixed_z"], state.extra["fixed_y"] if cond else None, bf16=bf16)
     if session.draw:
         _draw(run, cfg, state, data, metrics.get("final", {}), fake, fixed, nrow, cond)
     return run.log_metrics(**metrics)
+
+
+def _judge_info(judge: Judge, reference: RealReference) -> dict:
+    return {"classifier": judge.bundle.arch, "trained_on": judge.bundle.extra.get("dataset"),
+            "epochs": judge.bundle.extra.get("epochs"), "seed": judge.bundle.extra.get("seed"),
+            "test_acc": judge.test_acc, "real_reference_images": reference.n}
 
 
 def _draw(run, cfg, state, data, final_m, fake, fixed, nrow, cond) -> None:
@@ -350,6 +389,18 @@ def _draw(run, cfg, state, data, final_m, fake, fixed, nrow, cond) -> None:
     if "class_hist" in final_m:
         run.save_figure(figures.class_histogram_figure({cfg.model: final_m["class_hist"]}, data.classes),
                         "class_histogram")
+
+
+# --preset: named sets of settings on top of the course's defaults. "strong" combines the practice that
+# measurably lowered the Fréchet distance at the course's size and budget (docs/checks/part_d.md).
+PRESETS: dict[str, dict] = {
+    "course": {},
+    "strong": {"ema": 0.999, "loss": "hinge", "spectral_norm": True, "cond_arch": "projection"},
+}
+
+
+def preset_help(name: str) -> str:
+    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items()) or "the course's settings"
 
 
 def config_from(base: GANConfig | None = None, **overrides) -> GANConfig:

@@ -74,3 +74,17 @@ def compare_relative(a: float | None, b: float | None, rel: float, what: str = "
     scale = max(abs(a), abs(b)) if math.isfinite(a) and math.isfinite(b) else math.inf
     basis = f"{rel:.0%} of the larger value" + (f" ({what})" if what else "")
     return Comparison(a, b, rel * scale, basis)
+
+
+def compare_seed_means(a: list[float], b: list[float], what: str = "") -> Comparison:
+    """The mean of ``a`` against the mean of ``b``, each a value per training seed (≥ 2 each): the margin
+    is 1.96 × the standard error of the difference of the means, sqrt(s_a²/n_a + s_b²/n_b)."""
+    import statistics
+
+    a = [float(v) for v in a if v is not None and math.isfinite(float(v))]
+    b = [float(v) for v in b if v is not None and math.isfinite(float(v))]
+    if len(a) < 2 or len(b) < 2:
+        return Comparison(math.nan, math.nan, math.inf, "fewer than 2 seeds")
+    se = math.sqrt(statistics.variance(a) / len(a) + statistics.variance(b) / len(b))
+    basis = f"1.96 × the standard error of the difference of the seed means ({len(a)} and {len(b)} seeds)"
+    return Comparison(statistics.fmean(a), statistics.fmean(b), Z95 * se, basis + (f", {what}" if what else ""))

@@ -1,0 +1,40 @@
+"""An exponential moving average of G's weights (Yazıcı et al. 2019; Karras et al. 2018).
+
+Samples are drawn from the averaged generator: it smooths out the last steps' oscillation of the
+adversarial game. BatchNorm's running statistics are averaged like the weights (they follow G's
+weights, and the averaged G runs in eval mode). The decay is warmed up, min(decay, (1 + t)/(10 + t))
+at step t, so the first steps' random weights do not linger in the average.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn as nn
+
+
+def ema_copy(G: nn.Module) -> nn.Module:
+    """A frozen copy of G to hold the average (no gradients, so DDP never wraps it)."""
+    avg = copy.deepcopy(G)
+    for p in avg.parameters():
+        p.requires_grad_(False)
+    return avg
+
+
+def ema_decay(decay: float, step: int) -> float:
+    """The decay used after ``step`` completed steps (warm-up: (1 + t)/(10 + t) while that is smaller)."""
+    return min(decay, (1 + step) / (10 + step))
+
+
+@torch.no_grad()
+def ema_update(avg: nn.Module, G: nn.Module, decay: float) -> None:
+    """avg ← decay · avg + (1 − decay) · G, for parameters and floating-point buffers; integer buffers
+    (BatchNorm's batch counter) are copied."""
+    for a, p in zip(avg.parameters(), G.parameters()):
+        a.lerp_(p.detach(), 1 - decay)
+    for a, b in zip(avg.buffers(), G.buffers()):
+        if a.dtype.is_floating_point:
+            a.lerp_(b, 1 - decay)
+        else:
+            a.copy_(b)
