@@ -1,6 +1,7 @@
 """Benchmark: the course's DCGAN/cDCGAN against cnnlab's beyond-the-course variants, side by side.
 
-Every named variant of ``cnnlab gan sweep`` (or several joined by ``+``: ``ema+ttur``) (``default``, ``ema``, ``strong``, ``cdcgan``,
+Every named variant of ``cnnlab gan sweep`` (or several joined by ``+``: ``ema+ttur``; a part
+``key=value`` sets one setting: ``ema+batch_size=64``) (``default``, ``ema``, ``strong``, ``cdcgan``,
 ``cdcgan-strong``, …) is trained with the same seeds and budget; within a seed the variants run one
 after the other, so a loaded machine slows them alike. Each trained G is judged by BOTH judges
 (cnnlab's digitnet, seed 0, and the independent LeNet-5, seed 1) against the 10,000 MNIST test
@@ -46,7 +47,7 @@ def main(argv=None) -> int:
 
     from cnnlab.generate.judge import judge_metrics, load_judge, real_reference
     from cnnlab.generate.studies import variant_config
-    from cnnlab.generate.train import GANConfig, load_gan_data, sample, train_gan
+    from cnnlab.generate.train import GANConfig, config_from, load_gan_data, sample, train_gan
 
     if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
         print(f"error: MNIST not found under {args.data_root}/MNIST/raw; pass --data-root", file=sys.stderr)
@@ -56,10 +57,16 @@ def main(argv=None) -> int:
     base = GANConfig(dataset="mnist", judge="mnist", epochs=args.epochs, subset=args.subset)
     widths = dict(zip(("ngf", "ndf"), map(int, args.widths.split(",")))) if args.widths else {}
 
-    def config(name):  # "a+b": variant a's overrides, then b's
+    def config(name):  # "a+b": variant a's overrides, then b's; a part "key=value" sets one GANConfig field
+        import ast
+
         cfg = base
         for part in name.split("+"):
-            cfg = variant_config(part, cfg)
+            if "=" in part:
+                key, value = part.split("=", 1)
+                cfg = config_from(cfg, **{key: ast.literal_eval(value)})
+            else:
+                cfg = variant_config(part, cfg)
         return variant_config("default", cfg, widths if cfg.model == "cdcgan" else None)
 
     configs = {n: config(n) for n in names}

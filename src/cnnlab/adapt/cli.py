@@ -21,7 +21,9 @@ def _domain_args(p: argparse.ArgumentParser) -> None:
                    help="source dataset (labelled): mnist, mnist-embedded, digits, imagefolder:PATH… "
                         "(default: mnist with --data-root, else mnist-embedded)")
     g.add_argument("--target", default="mnistm",
-                   help="target dataset (labels unused): mnistm (built from the source digits) or any dataset name")
+                   help="target dataset (labels unused): mnistm (built from the source digits), mnistm-0.875 (the same "
+                        "with digits 0.875x smaller), or any dataset name (e.g. digits: UCI 8x8 digits upsampled). "
+                        "--source mnistm --target mnist reverses the pair")
     g.add_argument("--photos", default="auto",
                    help="MNIST-M backgrounds: auto (BSDS500 under --data-root, else embedded), bsds500, embedded, or a folder")
     g.add_argument("--mnistm-seed", type=int, default=42, help="seed of the MNIST-M builder (default: 42, the course's)")

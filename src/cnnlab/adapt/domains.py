@@ -2,7 +2,10 @@
 
 A domain is named like a dataset (``mnist``, ``mnist-embedded``, ``digits``, ``imagefolder:PATH``...)
 or ``mnistm``: MNIST-M built from the *source* digits (train from train, test from test) and the
-photographs given by ``photos`` (``bsds500``, ``embedded`` or a folder). Every image is brought to
+photographs given by ``photos`` (``bsds500``, ``embedded`` or a folder). ``mnistm-0.875`` is MNIST-M
+of the digits drawn 0.875× smaller (:func:`~cnnlab.adapt.mnistm.shrunk_digits`). As the *source*,
+``mnistm`` reverses the pair (MNIST-M → MNIST): it is built from one half of the target's training
+digits, and the target keeps the other half, so no digit is seen in both domains. Every image is brought to
 28×28 at batch time and standardised with the MNIST statistics on 3 channels, as in the course.
 """
 
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import torch
 
-from cnnlab.adapt.mnistm import COURSE_SEED, Photos, bsds500_photos, build_mnistm, embedded_photos, load_photos
+from cnnlab.adapt.mnistm import (COURSE_SEED, Photos, bsds500_photos, build_mnistm, embedded_photos, load_photos,
+                                 mnistm_scale, shrunk_digits)
 from cnnlab.adapt.networks import DANN_MEAN, DANN_STD
 from cnnlab.data import TensorImageSet, load_dataset, to_float
 from cnnlab.errors import CnnlabError
@@ -90,19 +94,37 @@ def load_domains(source: str = "mnist-embedded", target: str = "mnistm", *, data
     (at most a tenth of the source training set) are held out for label-free model selection."""
     if target == source:
         raise CnnlabError(f"--source and --target are both {source!r}; adaptation needs two different domains")
-    s_train, s_test = _load(source, "train", data_root, download), _load(source, "test", data_root, download)
+    if mnistm_scale(source) is not None and mnistm_scale(target) is not None:
+        raise CnnlabError(f"--source {source} --target {target}: at most one side can be MNIST-M (it is built from "
+                          "the other side's digits)")
     photo_desc = ""
-    if target == "mnistm":
+
+    def mnistm(digits_train, digits_test, scale):
+        nonlocal photo_desc
         ph = resolve_photos(photos, data_root)
-        photo_desc = f"{ph.source}: {len(ph)} photos"
-        t_train = build_mnistm(s_train, ph, seed=mnistm_seed, stream=0, name=f"mnistm-{s_train.name}")
-        t_test = build_mnistm(s_test, ph, seed=mnistm_seed, stream=1, name=f"mnistm-{s_test.name}")
-    else:
+        photo_desc = f"{ph.source}: {len(ph)} photos" + (f", digits at {scale:g}× scale" if scale != 1 else "")
+        if scale != 1:
+            digits_train, digits_test = shrunk_digits(digits_train, scale), shrunk_digits(digits_test, scale)
+        return (build_mnistm(digits_train, ph, seed=mnistm_seed, stream=0, name=f"mnistm-{digits_train.name}"),
+                build_mnistm(digits_test, ph, seed=mnistm_seed, stream=1, name=f"mnistm-{digits_test.name}"))
+
+    if mnistm_scale(source) is not None:  # the reverse pair: MNIST-M from one half of the target's digits
         t_train, t_test = _load(target, "train", data_root, download), _load(target, "test", data_root, download)
+        halves = torch.randperm(len(t_train), generator=torch.Generator().manual_seed(SPLIT_SEED))
+        half = len(t_train) // 2
+        digits = t_train.subset(halves[:half].sort().values, name=f"{t_train.name}-half1")
+        t_train = t_train.subset(halves[half:].sort().values, name=f"{t_train.name}-half2")
+        s_train, s_test = mnistm(digits, t_test, mnistm_scale(source))
+    else:
+        s_train, s_test = _load(source, "train", data_root, download), _load(source, "test", data_root, download)
+        if mnistm_scale(target) is not None:
+            t_train, t_test = mnistm(s_train, s_test, mnistm_scale(target))
+        else:
+            t_train, t_test = _load(target, "train", data_root, download), _load(target, "test", data_root, download)
     if list(s_train.classes) != list(t_train.classes):
         raise CnnlabError(f"--source {source} and --target {target} have different classes "
                           f"({s_train.classes[:5]}… vs {t_train.classes[:5]}…); both domains need the same class names")
-    same = target == "mnistm"  # keep MNIST-M aligned with its source digits (same indices)
+    same = mnistm_scale(target) is not None  # keep MNIST-M aligned with its source digits (same indices)
     s_train, t_train = _subset(s_train, subset, 1), _subset(t_train, subset, 1 if same else 2)
     s_test, t_test = _subset(s_test, subset, 3), _subset(t_test, subset, 3 if same else 4)
     if len(s_train) < 2:

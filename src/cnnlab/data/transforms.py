@@ -37,6 +37,15 @@ def held_on(device: torch.device, *tensors: torch.Tensor) -> tuple[torch.Tensor,
     return tuple(t.to(device) for t in tensors)
 
 
+def resize_uint8(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.Tensor:
+    """Resize uint8 N×C×H×W once (bilinear, antialiased), in chunks to bound memory."""
+    if tuple(images.shape[-2:]) == (size, size):
+        return images
+    out = [to_float(images[s:s + chunk], size=size).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
+           for s in range(0, len(images), chunk)]
+    return torch.cat(out)
+
+
 def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
                   drop_last: bool = False, shard: bool = True) -> Iterator[torch.Tensor]:
     """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling).

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cnnlab.data import resize_uint8
 from cnnlab.errors import CnnlabError
 from cnnlab.generate.judge import DIGIT_CLASSES
 
@@ -27,17 +28,6 @@ class GANData:
     @property
     def digits(self) -> bool:
         return self.classes == DIGIT_CLASSES
-
-
-def resize_uint8(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.Tensor:
-    """Resize uint8 N×C×H×W once (bilinear, antialiased), in chunks to bound memory."""
-    from cnnlab.data import to_float
-
-    if tuple(images.shape[-2:]) == (size, size):
-        return images
-    out = [to_float(images[s:s + chunk], size=size).mul_(255).round_().clamp_(0, 255).to(torch.uint8)
-           for s in range(0, len(images), chunk)]
-    return torch.cat(out)
 
 
 def _load_cifar10(split: str, data_root, download: bool):
