@@ -395,7 +395,7 @@ def _draw(run, cfg, state, data, final_m, fake, fixed, nrow, cond) -> None:
 # measurably lowered the Fréchet distance at the course's size and budget (docs/checks/part_d.md).
 PRESETS: dict[str, dict] = {
     "course": {},
-    "strong": {"ema": 0.999, "loss": "hinge", "spectral_norm": True, "cond_arch": "projection"},
+    "strong": {"ema": 0.999, "loss": "hinge", "spectral_norm": True, "batch_size": 32, "cond_arch": "projection"},
 }
 
 
