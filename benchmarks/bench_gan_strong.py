@@ -32,7 +32,9 @@ import torch
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data-root", required=True)
+    p.add_argument("--data-root", default=None, help="folder holding MNIST/raw (needed for --dataset mnist)")
+    p.add_argument("--dataset", default="mnist", choices=("mnist", "mnist-embedded"),
+                   help="mnist (default), or the 5,000 embedded digits (offline; judges trained on them)")
     p.add_argument("--variants", default="default,strong", help="sweep variant names; the first is the reference")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--epochs", type=int, default=5)
@@ -49,12 +51,12 @@ def main(argv=None) -> int:
     from cnnlab.generate.studies import variant_config
     from cnnlab.generate.train import GANConfig, config_from, load_gan_data, sample, train_gan
 
-    if not (Path(args.data_root) / "MNIST" / "raw").is_dir():
+    if args.dataset == "mnist" and not (args.data_root and (Path(args.data_root) / "MNIST" / "raw").is_dir()):
         print(f"error: MNIST not found under {args.data_root}/MNIST/raw; pass --data-root", file=sys.stderr)
         return 2
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
-    base = GANConfig(dataset="mnist", judge="mnist", epochs=args.epochs, subset=args.subset)
+    base = GANConfig(dataset=args.dataset, judge=args.dataset, epochs=args.epochs, subset=args.subset)
     widths = dict(zip(("ngf", "ndf"), map(int, args.widths.split(",")))) if args.widths else {}
 
     def config(name):  # "a+b": variant a's overrides, then b's; a part "key=value" sets one GANConfig field
@@ -70,12 +72,12 @@ def main(argv=None) -> int:
         return variant_config("default", cfg, widths if cfg.model == "cdcgan" else None)
 
     configs = {n: config(n) for n in names}
-    data = load_gan_data("mnist", size=32, data_root=args.data_root)
-    judges = {"digitnet": load_judge("mnist", data_root=args.data_root),
-              "lenet5": load_judge("mnist", data_root=args.data_root, second=True)}
+    data = load_gan_data(args.dataset, size=32, data_root=args.data_root)
+    judges = {"digitnet": load_judge(args.dataset, data_root=args.data_root),
+              "lenet5": load_judge(args.dataset, data_root=args.data_root, second=True)}
     refs = {k: real_reference(j, data.test) for k, j in judges.items()}
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(12345))
-    train_ref = real_reference(judges["digitnet"], data.train[pick[:10000]])
+    train_ref = real_reference(judges["digitnet"], data.train[pick[:min(10000, len(pick) - 2000)]])
     floors = {k: judge_metrics(j, data.train[pick[-2000:]], refs[k])["frechet"] for k, j in judges.items()}
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-gan-strong-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, "

@@ -205,3 +205,21 @@ def test_strong_text_follows_the_numbers_of_both_judges():
                        0.25).startswith("No clear difference")
     assert strong_text({"final": [60.0], "final_judge2": [30.0]}, {"final": [40.0], "final_judge2": [20.0]},
                        0.25).startswith("The strong preset gives")
+
+
+def test_ema_multi_tensor_update_equals_a_lerp_per_tensor_bit_for_bit():
+    from cnnlab.generate.networks import Generator
+
+    torch.manual_seed(0)
+    G = Generator(ngf=8)
+    avg = ema_copy(G)
+    ref = [t.clone() for t in list(avg.parameters()) + list(avg.buffers())]
+    with torch.no_grad():
+        for p in G.parameters():
+            p.add_(torch.randn_like(p))
+    G(torch.randn(4, 100))  # BatchNorm statistics move too
+    ema_update(avg, G, 0.999)
+    src = list(G.parameters()) + list(G.buffers())
+    for out, r, s in zip(list(avg.parameters()) + list(avg.buffers()), ref, src):
+        expected = r.lerp(s.detach(), 1 - 0.999) if r.dtype.is_floating_point else s
+        assert torch.equal(out, expected)

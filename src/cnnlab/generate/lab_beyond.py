@@ -1,8 +1,8 @@
 """Part D of ``cnnlab lab``, beyond the course: ``--preset strong`` next to the course's DCGAN and cDCGAN.
 
 The strong preset (:data:`cnnlab.generate.train.PRESETS`) is trained with the same seed, data and
-budget as the course's runs of the sweep; in the full lab the DCGANs also run with two more seeds, so
-the comparison rests on seed means (:func:`cnnlab.report.claims.compare_seed_means`). Both judges
+budget as the course's runs of the sweep; in the full and quick labs the DCGANs also run with two more
+seeds, so the comparison rests on seed means (:func:`cnnlab.report.claims.compare_seed_means`). Both judges
 score every run: cnnlab's digitnet and the independent LeNet-5 (another architecture, another seed).
 """
 
@@ -18,6 +18,8 @@ from cnnlab.report import Section
 from cnnlab.report.claims import compare_relative, compare_seed_means
 
 JUDGES = {"final": "digitnet (seed 0)", "final_judge2": "LeNet-5 (seed 1)"}
+LABELS = {"default": "the course's DCGAN", "strong": "DCGAN, --preset strong", "cdcgan": "the course's cDCGAN",
+          "cdcgan-strong": "cDCGAN, --preset strong"}
 
 
 def seed_metrics(ctx, name: str, cfg, first: dict, root: Path, *, data, judge, data_root, seeds: int) -> list[dict]:
@@ -79,11 +81,14 @@ def beyond_section(ctx, *, base, rows, metrics, sweep, data, judge, data_root, r
             "strong": seed_metrics(ctx, "strong", cfg, metrics["strong"], root, data=data, judge=judge,
                                    data_root=data_root, seeds=seeds)}
     fds = {n: {k: _fds(r, k) for k in JUDGES} for n, r in runs.items()}
+    steps = {n: metrics[n].get("steps") for n in ("default", "strong")}
     s = Section("D-beyond", "Beyond the course: the strong preset").text(
-        f"`--preset strong` ({preset_help('strong')}) keeps the course's network sizes and budget. "
-        f"Same data, same steps, {seeds} seed{'s' if seeds > 1 else ''} each. "
+        f"`--preset strong` ({preset_help('strong')}) keeps the course's network sizes and its budget in epochs: "
+        f"the same {base.epochs} epoch{'s' if base.epochs != 1 else ''} over the same digits ({steps['default']} steps "
+        f"of batch {base.batch_size} for the course's settings, {steps['strong']} of batch {cfg.batch_size} for the "
+        f"preset), {seeds} seed{'s' if seeds > 1 else ''} each. "
         + strong_text(fds["default"], fds["strong"], margin.rel)
-        + " docs/checks/part_d.md measures each ingredient on the full MNIST over 3 seeds.")
+        + " docs/checks/part_d.md compares the two on the full MNIST over 3 seeds, with their training times.")
     shown = ["default", "strong"] + (["cdcgan", "cdcgan-strong"] if {"cdcgan", "cdcgan-strong"} <= set(rows) else [])
     table = []
     for n in shown:
@@ -104,7 +109,8 @@ def beyond_section(ctx, *, base, rows, metrics, sweep, data, judge, data_root, r
             cond = n.startswith("cdcgan")
             z = torch.randn(64 if not cond else 60, base.nz, generator=torch.Generator().manual_seed(ctx.seed + 21))
             y = torch.arange(60) % 10 if cond else None
-            grids.append((n, sample(G, z, y), 8 if not cond else 10))
+            fd = metrics[n].get("final", {}).get("frechet")
+            grids.append((f"{LABELS[n]}\nFD {_num(fd)}", sample(G, z, y), 8 if not cond else 10))
         from cnnlab.runs import Run
 
         path = Run.open(sweep.root).save_figure(figures.side_by_side_figure(grids), "strong_vs_course")

@@ -103,6 +103,9 @@ def _row(name: str, cfg: GANConfig, metrics: dict) -> dict:
     row.update({k: f.get(k) for k in TABLE_KEYS if k in f})
     if "frechet" in metrics.get("real", {}):  # real training images vs the same test set: the floor
         row["frechet_real"] = metrics["real"]["frechet"]
+    if "frechet" in metrics.get("final_judge2", {}):  # the second, independent judge, and its floor
+        row["frechet_judge2"] = metrics["final_judge2"]["frechet"]
+        row["frechet_real_judge2"] = metrics.get("real_judge2", {}).get("frechet")
     row["images_per_s"] = metrics.get("images_per_s")
     return row
 

@@ -400,7 +400,8 @@ PRESETS: dict[str, dict] = {
 
 
 def preset_help(name: str) -> str:
-    return ", ".join(f"{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items()) or "the course's settings"
+    words = [k.replace("_", "-") if v is True else f"{k.replace('_', '-')} {v}" for k, v in PRESETS[name].items()]
+    return ", ".join(words) or "the course's settings"
 
 
 def config_from(base: GANConfig | None = None, **overrides) -> GANConfig:
