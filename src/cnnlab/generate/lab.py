@@ -242,16 +242,13 @@ def run_lab(ctx) -> list[Section]:
 
 
 def default_seed_fds(ctx, base, data, judge, root: Path, data_root, fd_first) -> list[float]:
-    """The default DCGAN's final FD for the lab's seed and, in the full and quick labs, two more seeds: the spread
-    against which single-seed differences are read."""
-    from cnnlab.generate.train import train_gan
+    """The default DCGAN's final FD for the lab's seed and, in the full and quick labs, two more seeds: the
+    spread against which single-seed differences are read (extra seeds in ``root/seeds/default-seed<s>``)."""
+    from cnnlab.generate.lab_beyond import seed_metrics
 
-    fds = [fd_first] if fd_first is not None else []
-    for extra_seed in range(ctx.seed + 1, ctx.seed + ctx.budget(3, 3, 1)):
-        res = train_gan(base, out=root / "seeds" / f"default-seed{extra_seed}", seed=extra_seed, device=ctx.device,
-                        data_root=data_root, resume=ctx.resume, data=data, judge=judge, command="lab D seed spread",
-                        figures=False)
-        fds.append(res.metrics.get("final", {}).get("frechet"))
+    runs = seed_metrics(ctx, "default", base, {"final": {"frechet": fd_first}}, root, data=data, judge=judge,
+                        data_root=data_root, seeds=ctx.budget(3, 3, 1))
+    fds = [m.get("final", {}).get("frechet") for m in runs]
     return [float(v) for v in fds if v is not None and math.isfinite(float(v))]
 
 
