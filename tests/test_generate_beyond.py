@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from cnnlab.errors import CnnlabError
 from cnnlab.generate.conditioning import CondBatchNorm2d, CondBNGenerator, ProjectionDiscriminator
-from cnnlab.generate.ema import ema_copy, ema_decay, ema_update
+from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.generate.networks import build_gan, count_parameters
 from cnnlab.generate.steps import batch_independent, d_step, discriminator_loss, generator_loss, r1_penalty
 from cnnlab.generate.train import PRESETS, GANConfig, config_from, train_gan

@@ -42,6 +42,7 @@ def _load_domains(args):
 
 
 def _protocol_config(args):
+    from cnnlab.adapt.dann import METHODS
     from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
     from cnnlab.adapt.protocol import ProtocolConfig
     from cnnlab.adapt.pseudo import PseudoConfig
@@ -60,10 +61,14 @@ def _protocol_config(args):
                          lambda_schedule=LambdaSchedule(args.lambda_schedule, args.gamma, args.lambda_value),
                          precision=args.precision, compile=args.compile, methods=methods, pseudo=pseudo,
                          pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()),
-                         select_by=args.pl_select)
-    bad = [m for m in cfg.methods + cfg.pseudo_from if m not in ("source_only", "dann", "target_only")]
+                         select_by=args.pl_select, input_norm=args.input_norm, vada_lr=args.vada_lr,
+                         vada_domain_weight=args.vada_domain_weight, vada_target_weight=args.vada_target_weight,
+                         vat_radius=args.vat_radius)
+    bad = [m for m in cfg.methods + cfg.pseudo_from if m not in METHODS]
     if bad:
-        raise CnnlabError(f"unknown method {bad[0]!r}; use source-only, dann, target-only")
+        raise CnnlabError(f"unknown method {bad[0]!r}; use {', '.join(m.replace('_', '-') for m in METHODS)}")
+    if min(args.vada_lr, args.vat_radius) <= 0 or min(args.vada_domain_weight, args.vada_target_weight) < 0:
+        raise CnnlabError("--vada-lr and --vat-radius must be > 0, --vada-domain-weight and --vada-target-weight ≥ 0")
     if args.dry_run:
         cfg = replace(cfg, source_only_epochs=1, dann_epochs=2, target_only_epochs=1,
                       pseudo=replace(pseudo, rounds=min(pseudo.rounds, 1), epochs_per_round=1))
@@ -177,6 +182,16 @@ def add_commands(sub) -> None:
                    help="compile the training step's networks with torch.compile (on a GPU mode reduce-overhead: CUDA graphs, "
                         "for these small launch-bound networks; benchmarks/bench_gpu.py measures it). Off by default: "
                         "no GPU measurement has chosen it yet, and on a CPU it needs a C++ compiler")
+    v = p.add_argument_group("beyond the course: VADA (--methods ...,vada; Shu et al. 2018)")
+    v.add_argument("--input-norm", default="auto", choices=("auto", "course", "instance"),
+                   help="input normalisation: auto (instance-normalised images for VADA, the course's MNIST "
+                        "mean/std for the others), course, or instance for every method")
+    v.add_argument("--vada-lr", type=float, default=1e-3, help="VADA's Adam learning rate (constant)")
+    v.add_argument("--vada-domain-weight", type=float, default=0.01,
+                   help="VADA: multiplies the GRL's λ (the feature extractor's share of the domain loss)")
+    v.add_argument("--vada-target-weight", type=float, default=0.01,
+                   help="VADA: weight of the target's conditional entropy and virtual adversarial loss")
+    v.add_argument("--vat-radius", type=float, default=3.5, help="VADA: L2 norm of the virtual adversarial perturbation")
     q = p.add_argument_group("pseudo-labelling (C-Q4)")
     q.add_argument("--pl-rounds", type=int, default=3, help="self-training rounds (0: none)")
     q.add_argument("--pl-threshold", type=float, default=0.9, help="keep target predictions at least this confident")

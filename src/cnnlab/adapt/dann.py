@@ -27,6 +27,8 @@ from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt import selection
+from cnnlab.adapt.vada import vada_losses
+from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.data import gather_batches, held_on, index_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS, autocast_for, fused_optimizer
@@ -35,8 +37,11 @@ from cnnlab.train import TrainState, fit
 
 log = logging.getLogger("cnnlab")
 
-METHODS = ("source_only", "dann", "target_only")
-METHOD_LABELS = {"source_only": "source only", "dann": "DANN", "target_only": "target only (oracle: target labels)"}
+METHODS = ("source_only", "dann", "vada", "target_only")
+METHOD_LABELS = {"source_only": "source only", "dann": "DANN", "vada": "VADA",
+                 "target_only": "target only (oracle: target labels)"}
+ADVERSARIAL = ("dann", "vada")  # the methods that train the domain head (through the GRL)
+OPTIMIZERS = ("sgd", "adam")
 
 
 @dataclass(frozen=True)
@@ -53,10 +58,24 @@ class AdaptConfig:
     precision: str = "auto"  # auto: bf16 autocast on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; fp32; bf16
     dev_samples: int = 2000  # target/source-train images for the DEV domain discriminator
     compile: bool = False  # torch.compile the step's network (--compile)
+    # beyond the course (VADA; see vada_config for its defaults)
+    optimizer: str = "sgd"  # sgd (the course: momentum, the lr schedule) or adam (β1 = 0.5, as VADA)
+    input_norm: bool = False  # instance-normalise every input image in the network (networks.DANNNet)
+    domain_weight: float = 1.0  # multiplies the GRL's λ: the feature extractor's share of the domain loss
+    target_weight: float = 0.01  # VADA: weight of target conditional entropy + target VAT
+    source_vat_weight: float = 0.0  # VADA: weight of VAT on the source batch (0: skipped, saves a pass)
+    vat_radius: float = 3.5  # VADA: L2 norm of the virtual adversarial perturbation (instance-normalised inputs)
+    ema: float = 0.0  # evaluate and keep a moving average of the weights with this decay (0: the weights)
 
     def __post_init__(self):
         if self.method not in METHODS:
             raise CnnlabError(f"method {self.method!r}: choose one of {', '.join(METHODS)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise CnnlabError(f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise CnnlabError(f"--ema {self.ema}: use a decay in [0, 1), e.g. 0.998 (0: off)")
+        if min(self.domain_weight, self.target_weight, self.source_vat_weight, self.vat_radius) < 0:
+            raise CnnlabError("VADA's weights and --vat-radius must be ≥ 0")
         if self.precision not in PRECISIONS:
             raise CnnlabError(f"--precision {self.precision!r}: choose one of {', '.join(PRECISIONS)}")
         if self.epochs < 1 or self.batch_size < 1:
@@ -64,10 +83,22 @@ class AdaptConfig:
 
 
 def course_config(method: str, **overrides) -> AdaptConfig:
-    """The course's settings: source-only and target-only 10 epochs of 128, DANN 20 epochs of 64 + 64."""
-    base = AdaptConfig(method=method, epochs=20, batch_size=64) if method == "dann" else \
-        AdaptConfig(method=method, epochs=10, batch_size=128)
+    """The course's settings: source-only and target-only 10 epochs of 128, DANN 20 epochs of 64 + 64;
+    VADA: DANN's epochs and batches with :data:`VADA_DEFAULTS`."""
+    if method == "vada":
+        base = AdaptConfig(method=method, epochs=20, batch_size=64, **VADA_DEFAULTS)
+    elif method == "dann":
+        base = AdaptConfig(method=method, epochs=20, batch_size=64)
+    else:
+        base = AdaptConfig(method=method, epochs=10, batch_size=128)
     return replace(base, **overrides)
+
+
+# VADA's settings for digits (Shu et al. 2018, MNIST → MNIST-M): Adam 1e-3 (β1 0.5) at a constant rate,
+# λ_d = λ_t = 0.01, no source VAT, instance-normalised inputs, radius 3.5, evaluation of the weights'
+# moving average (0.998). Fixed in advance for every pair; docs/checks/part_c.md measures them.
+VADA_DEFAULTS = dict(optimizer="adam", lr=LRSchedule("constant", 1e-3), input_norm=True, domain_weight=0.01,
+                     target_weight=0.01, source_vat_weight=0.0, vat_radius=3.5, ema=0.998)
 
 
 @dataclass
@@ -79,7 +110,7 @@ class AdaptResult:
     epoch_weights: dict[int, Path]  # epoch → state dict file
 
     def load_epoch(self, epoch: int, device: torch.device | str = "cpu") -> DANNNet:
-        net = DANNNet(num_classes=self.model.classifier[-1].out_features).to(device)
+        net = DANNNet(num_classes=self.model.classifier[-1].out_features, input_norm=self.model.input_norm).to(device)
         net.load_state_dict(torch.load(self.epoch_weights[epoch], map_location=device, weights_only=True))
         return net.eval()
 
@@ -156,7 +187,7 @@ class Evaluator:
             "dev_risk": selection.dev_risk(f_s, f_t, f_val, F.cross_entropy(l_val, d.source_val.labels, reduction="none")),
             "target_entropy": selection.mean_entropy(l_t),
         }
-        if self.method == "dann":  # the domain head is trained only by DANN
+        if self.method in ADVERSARIAL:  # the domain head is trained only by DANN and VADA
             correct = torch.cat([(dl_st > 0), (dl_tt <= 0)]).float()
             row["domain_acc"] = correct.mean().item()
         return row
@@ -178,18 +209,25 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)  # the network's initialisation
-    net = DANNNet(num_classes=len(domains.classes)).to(device).to(memory_format=torch.channels_last)
-    opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum,
-                          fused=fused_optimizer(device))
+    net = DANNNet(num_classes=len(domains.classes), input_norm=config.input_norm)
+    net = net.to(device).to(memory_format=torch.channels_last)
+    if config.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=config.lr.lr0, betas=(0.5, 0.999), fused=fused_optimizer(device))
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=config.lr.lr0, momentum=config.momentum,
+                              fused=fused_optimizer(device))
     g = torch.Generator().manual_seed(config.seed)
-    dann = config.method == "dann"  # else a classifier: the domain head gets no gradient
-    state = TrainState({"net": net}, {"opt": opt}, generator=g, calls={"net": "dann_outputs"} if dann else {},
-                       find_unused=not dann, compile=config.compile)
+    adversarial = config.method in ADVERSARIAL  # else a classifier: the domain head gets no gradient
+    net_ema = ema_copy(net) if config.ema > 0 else None
+    evaluated = net_ema if net_ema is not None else net  # what the epochs' metrics and weights are of
+    calls = {"net": "vada_outputs" if config.method == "vada" else "dann_outputs"} if adversarial else {}
+    state = TrainState({"net": net, **({"net_ema": net_ema} if net_ema is not None else {})}, {"opt": opt},
+                       generator=g, calls=calls, find_unused=not adversarial, compile=config.compile)
 
     s_img, s_lab, t_img, t_lab = held_on(device, domains.source_train.images, domains.source_train.labels,
                                          domains.target_train.images, domains.target_train.labels)
     b = config.batch_size
-    if config.method == "dann":
+    if adversarial:
         steps = min(len(s_img) // b, len(t_img) // b)
     else:
         n = len(s_img) if config.method == "source_only" else len(t_img)
@@ -199,7 +237,7 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     total = steps * config.epochs
 
     def batches(st: TrainState):
-        if config.method == "dann":  # one source and one target batch per step, shortest domain sets the epoch
+        if adversarial:  # one source and one target batch per step, shortest domain sets the epoch
             src = index_batches(len(s_img), b, generator=st.generator, drop_last=True)
             tgt = index_batches(len(t_img), b, generator=st.generator, drop_last=True)
             for (xs, ys), (xt,) in zip(gather_batches(src, s_img, s_lab), gather_batches(tgt, t_img)):
@@ -216,10 +254,17 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
             group["lr"] = lr
         xs, ys = preprocess(xs.to(device)), ys.to(device)
         if xt is not None:
-            lam = config.lambda_schedule(st.step / total)
-            out = dann_losses(net, xs, ys, preprocess(xt.to(device)),
-                              lam if config.lambda_schedule.reverses else None, config.precision, outputs=st.nets["net"])
-            loss = out["class_loss"] + out["domain_loss"]
+            lam = config.lambda_schedule(st.step / total) * config.domain_weight
+            grl = lam if config.lambda_schedule.reverses else None
+            if config.method == "vada":
+                out = vada_losses(net, xs, ys, preprocess(xt.to(device)), grl, radius=config.vat_radius,
+                                  target_weight=config.target_weight, source_vat_weight=config.source_vat_weight,
+                                  precision=config.precision, outputs=st.nets["net"], generator=st.generator)
+                loss = out.pop("total")
+            else:
+                out = dann_losses(net, xs, ys, preprocess(xt.to(device)), grl, config.precision,
+                                  outputs=st.nets["net"])
+                loss = out["class_loss"] + out["domain_loss"]
         else:
             lam = 0.0
             out = class_loss(st.nets["net"], xs, ys, config.precision)
@@ -227,6 +272,8 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if net_ema is not None:
+            ema_update(net_ema, net, ema_decay(config.ema, st.step))
         row = {k: v.detach() for k, v in out.items()}  # read by the loop every few steps
         if xt is not None:
             row["lambda"] = lam
@@ -238,14 +285,14 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
 
     def save_epoch(st: TrainState, row: dict) -> None:
         path = folder / f"epoch{st.epoch:03d}.pt"
-        save_torch(path, {k: v.detach().cpu() for k, v in net.state_dict().items()})
+        save_torch(path, {k: v.detach().cpu() for k, v in evaluated.state_dict().items()})
         weights[st.epoch] = path
         if on_epoch_end is not None:
             on_epoch_end(row)
 
-    fit(state, epochs=config.epochs, batches=batches, step=step, evaluate=lambda st: evaluator(net),
+    fit(state, epochs=config.epochs, batches=batches, step=step, evaluate=lambda st: evaluator(evaluated),
         checkpoint=folder / "checkpoint.pt", resume=resume, on_epoch_end=save_epoch, desc=name)
     for e in range(1, config.epochs + 1):  # weights of epochs finished before a resume
         if (folder / f"epoch{e:03d}.pt").exists():
             weights.setdefault(e, folder / f"epoch{e:03d}.pt")
-    return AdaptResult(name, config, net, state.history, weights)
+    return AdaptResult(name, config, evaluated, state.history, weights)

@@ -6,6 +6,10 @@ features  : conv(3→32, 5×5, pad 2)–ReLU–maxpool2 → conv(32→48, 5×5, 
 classifier: 2352–100–ReLU–100–ReLU–10                (label predictor)
 domain    : GRL → 2352–100–ReLU–1                     (domain classifier, logit of "source")
 
+``input_norm=True`` puts an instance normalisation (every image, every channel: zero mean, unit
+variance; no parameters) in front of the features, as VADA's networks have (Shu et al. 2018): it
+removes each image's colour and contrast, which is most of what tells MNIST-M from MNIST.
+
 ``forward(x)`` returns the class logits only, so the network is an ordinary classifier for
 ``predict``/``accuracy`` and the registry; DANN training calls ``features``, ``classify`` and
 ``domain_logits`` separately.
@@ -26,9 +30,11 @@ FEATURE_DIM = 2352
 
 
 class DANNNet(nn.Module):
-    def __init__(self, num_classes: int = 10, in_channels: int = 3):
+    def __init__(self, num_classes: int = 10, in_channels: int = 3, input_norm: bool = False):
         super().__init__()
+        self.input_norm = input_norm
         self.features = nn.Sequential(
+            *([nn.InstanceNorm2d(in_channels)] if input_norm else []),
             nn.Conv2d(in_channels, 32, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),  # 32×14×14
             nn.Conv2d(32, 48, 5, padding=2), nn.MaxPool2d(2), nn.ReLU(inplace=True),  # 48×7×7
             nn.Flatten(),  # 2352
@@ -48,6 +54,12 @@ class DANNNet(nn.Module):
         logits of all rows (the DANN training step's forward, which DDP wraps under torchrun)."""
         f = self.features(x)
         return self.classifier(f[:n_source]), self.domain_logits(f, lambda_)
+
+    def vada_outputs(self, x: torch.Tensor, n_domain: int, lambda_: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass for VADA: class logits of every row, domain logits of the first ``n_domain`` rows
+        (the source and target batches; the rows after them are VAT's perturbed images)."""
+        f = self.features(x)
+        return self.classifier(f), self.domain_logits(f[:n_domain], lambda_)
 
     def domain_logits(self, feats: torch.Tensor, lambda_: float | None) -> torch.Tensor:
         """(B, 2352) → (B,) logits of "source". ``lambda_=None``: no GRL (C-Q1)."""

@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 
 from cnnlab.adapt import figures, selection
-from cnnlab.adapt.dann import METHOD_LABELS, AdaptConfig, AdaptResult, course_config, train_adapt
+from cnnlab.adapt.dann import (ADVERSARIAL, METHOD_LABELS, VADA_DEFAULTS, AdaptConfig, AdaptResult, course_config,
+                               train_adapt)
 from cnnlab.adapt.domains import DomainPair
 from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
 from cnnlab.adapt.pseudo import PseudoConfig, self_train
@@ -17,6 +18,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.runs import Run
 
 log = logging.getLogger("cnnlab")
+INPUT_NORMS = ("auto", "course", "instance")
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,28 @@ class ProtocolConfig:
     select_by: str = "last"
     dev_samples: int = 2000  # images per domain for the DEV domain discriminator
     compile: bool = False  # torch.compile the training steps' network (--compile)
+    # beyond the course: VADA trains with DANN's epochs and batches and these settings (dann.VADA_DEFAULTS)
+    input_norm: str = "auto"  # auto (instance for VADA, the course's for the others), course, instance
+    vada_lr: float = VADA_DEFAULTS["lr"].lr0  # Adam's constant learning rate
+    vada_domain_weight: float = VADA_DEFAULTS["domain_weight"]
+    vada_target_weight: float = VADA_DEFAULTS["target_weight"]
+    vat_radius: float = VADA_DEFAULTS["vat_radius"]
+
+    def __post_init__(self):
+        if self.input_norm not in INPUT_NORMS:
+            raise CnnlabError(f"--input-norm {self.input_norm!r}: choose one of {', '.join(INPUT_NORMS)}")
 
     def config_for(self, method: str) -> AdaptConfig:
-        epochs = {"source_only": self.source_only_epochs, "dann": self.dann_epochs,
+        epochs = {"source_only": self.source_only_epochs, "dann": self.dann_epochs, "vada": self.dann_epochs,
                   "target_only": self.target_only_epochs}[method]
-        batch = self.dann_batch if method == "dann" else self.source_batch
-        return course_config(method, epochs=epochs, batch_size=batch, lr=self.lr, seed=self.seed,
+        batch = self.dann_batch if method in ADVERSARIAL else self.source_batch
+        extra = {}
+        if method == "vada":
+            extra = dict(lr=LRSchedule("constant", self.vada_lr), domain_weight=self.vada_domain_weight,
+                         target_weight=self.vada_target_weight, vat_radius=self.vat_radius)
+        if self.input_norm != "auto":
+            extra["input_norm"] = self.input_norm == "instance"
+        return course_config(method, **{"lr": self.lr, **extra}, epochs=epochs, batch_size=batch, seed=self.seed,
                              lambda_schedule=self.lambda_schedule, precision=self.precision,
                              dev_samples=self.dev_samples, compile=self.compile)
 
@@ -67,7 +85,8 @@ def check_batches(cfg: ProtocolConfig, domains: DomainPair) -> None:
     n_s, n_t = len(domains.source_train), len(domains.target_train)
     need = {"source_only": ("--batch-size", cfg.source_batch, n_s, "source"),
             "target_only": ("--batch-size", cfg.source_batch, n_t, "target"),
-            "dann": ("--dann-batch-size", cfg.dann_batch, min(n_s, n_t), "smaller")}
+            "dann": ("--dann-batch-size", cfg.dann_batch, min(n_s, n_t), "smaller"),
+            "vada": ("--dann-batch-size", cfg.dann_batch, min(n_s, n_t), "smaller")}
     for m in cfg.methods:
         flag, b, n, which = need[m]
         if b > n:

@@ -13,6 +13,7 @@ accuracy (marked oracle); the round is chosen without them (source validation ac
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -78,8 +79,9 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
     device = torch.device(device)
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    net = DANNNet(num_classes=len(domains.classes)).to(device).to(memory_format=torch.channels_last)
-    net.load_state_dict(start.state_dict())
+    net = copy.deepcopy(start).to(device).to(memory_format=torch.channels_last)  # keeps its input normalisation
+    for p in net.parameters():  # a moving-average start (VADA) arrives frozen
+        p.requires_grad_(True)
     evaluator = Evaluator(domains, method="pseudo", seed=config.seed, precision=config.precision)
     net.eval()
     with torch.no_grad():

@@ -30,7 +30,7 @@ from cnnlab import distributed
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
 from cnnlab.generate.data import GANData, load_gan_data, resize_uint8, to_gan_range  # noqa: F401  (public here too)
-from cnnlab.generate.ema import ema_copy, ema_decay, ema_update
+from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.generate.judge import Judge, RealReference, judge_metrics, load_judge, real_reference
 from cnnlab.generate.networks import COND_ARCHS, MODELS, build_gan, count_parameters
 from cnnlab.generate.steps import D_LOSSES, G_LOSSES, d_step, g_step

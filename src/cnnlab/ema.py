@@ -1,8 +1,9 @@
-"""An exponential moving average of G's weights (Yazıcı et al. 2019; Karras et al. 2018).
+"""An exponential moving average of a network's weights, shared by Parts C and D.
 
-Samples are drawn from the averaged generator: it smooths out the last steps' oscillation of the
-adversarial game. BatchNorm's running statistics are averaged like the weights (they follow G's
-weights, and the averaged G runs in eval mode). The decay is warmed up, min(decay, (1 + t)/(10 + t))
+Part D samples from the averaged generator (Yazıcı et al. 2019; Karras et al. 2018): it smooths out
+the last steps' oscillation of the adversarial game. Part C's VADA evaluates the averaged classifier
+(Polyak averaging, as Shu et al. 2018 do). BatchNorm's running statistics are averaged like the
+weights (they follow the weights, and the averaged network runs in eval mode). The decay is warmed up, min(decay, (1 + t)/(10 + t))
 at step t, so the first steps' random weights do not linger in the average.
 """
 
@@ -15,7 +16,7 @@ import torch.nn as nn
 
 
 def ema_copy(G: nn.Module) -> nn.Module:
-    """A frozen copy of G to hold the average (no gradients, so DDP never wraps it)."""
+    """A frozen copy of the network G to hold the average (no gradients, so DDP never wraps it)."""
     avg = copy.deepcopy(G)
     for p in avg.parameters():
         p.requires_grad_(False)

@@ -1,0 +1,92 @@
+"""Benchmark: Part C's adaptation methods side by side on one or more domain pairs (issue 17).
+
+For every pair and seed, each method is trained with ``cnnlab adapt``'s settings (course_config: the
+course's DANN, VADA's fixed defaults, source-only and the target-only oracle), one after the other, so a
+loaded machine slows them alike. Prints one row per run: wall seconds (training + per-epoch evaluation),
+the target test accuracy at the last epoch, at each label-free pick (source validation accuracy, DEV,
+target entropy) and at the oracle's pick, then every method's wall-time ratio to the first one.
+
+    python benchmarks/bench_adapt_methods.py --data-root ../shared/data --targets mnistm --methods dann,vada
+    python benchmarks/bench_adapt_methods.py --targets mnistm --photos embedded --subset 10000 --epochs 5
+
+Target labels are read only to report accuracies; nothing here chooses a setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+
+import torch
+
+from cnnlab.adapt import selection
+from cnnlab.adapt.dann import METHODS, course_config, train_adapt
+from cnnlab.adapt.domains import load_domains
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data-root", default=None, help="folder with MNIST/raw and BSDS500 (default: embedded data)")
+    p.add_argument("--source", default=None, help="default: mnist with --data-root, else mnist-embedded")
+    p.add_argument("--targets", default="mnistm", help="comma list of targets (mnistm, mnistm-0.875, digits, ...)")
+    p.add_argument("--photos", default=None, help="MNIST-M backgrounds: bsds500, embedded, a folder (default: auto)")
+    p.add_argument("--methods", default="dann,vada", help="comma list; the first is the time reference")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--epochs", type=int, default=None, help="epochs of every method (default: each one's own)")
+    p.add_argument("--subset", type=int, default=None, help="at most N images per split")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                   help="override one setting of one method, e.g. vada.target_weight=0.1 (repeatable)")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
+    if bad := [m for m in methods if m not in METHODS]:
+        p.error(f"unknown method {bad[0]}; choose from {', '.join(METHODS)}")
+    overrides: dict[str, dict] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        method, _, field = key.partition(".")
+        overrides.setdefault(method, {})[field] = type(getattr(course_config(method), field))(value)
+    source = args.source or ("mnist" if args.data_root else "mnist-embedded")
+    print(f"threads {torch.get_num_threads()}; overrides {overrides}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for target in args.targets.split(","):
+            d = load_domains(source, target, data_root=args.data_root, photos=args.photos, subset=args.subset)
+            print(f"pair {source} -> {target}: {d.summary()}", flush=True)
+            for seed in (int(s) for s in args.seeds.split(",")):
+                for method in methods:
+                    cfg = replace(course_config(method, seed=seed), **overrides.get(method, {}))
+                    if args.epochs:
+                        cfg = replace(cfg, epochs=args.epochs)
+                    t0 = time.perf_counter()
+                    res = train_adapt(d, cfg, out=f"{tmp}/{target}-{seed}", name=method)
+                    row = {"target": target, "seed": seed, "method": method, "wall_s": time.perf_counter() - t0,
+                           "last": res.history[-1]["target_test_acc"]}
+                    for c in selection.LABEL_FREE + ("target_test_acc",):
+                        pick = selection.select_epoch(res.history, c)
+                        row[c] = pick["target_test_acc"]
+                        row[f"{c}@"] = pick["epoch"]
+                    rows.append(row)
+                    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                          flush=True)
+    print("\nmean ± sd over seeds (target test accuracy; wall-time ratio to the first method)")
+    for target in args.targets.split(","):
+        ref = [r["wall_s"] for r in rows if r["target"] == target and r["method"] == methods[0]]
+        for method in methods:
+            rs = [r for r in rows if r["target"] == target and r["method"] == method]
+            cells = []
+            for k in ("last",) + selection.LABEL_FREE + ("target_test_acc",):
+                v = [r[k] for r in rs]
+                cells.append(f"{k} {statistics.mean(v):.4f}" + (f" ± {statistics.stdev(v):.4f}" if len(v) > 1 else ""))
+            ratio = statistics.mean(r["wall_s"] for r in rs) / statistics.mean(ref)
+            print(f"{target:14s} {method:12s} " + "  ".join(cells) + f"  time x{ratio:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

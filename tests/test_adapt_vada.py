@@ -1,0 +1,142 @@
+"""VADA (Part C beyond the course): conditional entropy, virtual adversarial training, instance-normalised
+inputs, the moving-average classifier, and the method's place in ``cnnlab adapt``."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn as nn
+
+from cnnlab.adapt import dann as dann_mod
+from cnnlab.adapt.dann import AdaptConfig, course_config, dann_losses, train_adapt
+from cnnlab.adapt.domains import preprocess
+from cnnlab.adapt.networks import DANNNet
+from cnnlab.adapt.vada import conditional_entropy, kl_from_logits, vada_losses, vat_perturbation
+from test_adapt_dann import tiny_domains
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
+
+
+def test_conditional_entropy_and_kl_on_known_logits():
+    assert conditional_entropy(torch.zeros(4, 10)).item() == pytest.approx(math.log(10), rel=1e-6)
+    assert conditional_entropy(torch.tensor([[50.0, 0.0, 0.0]])).item() == pytest.approx(0.0, abs=1e-6)
+    p = torch.tensor([[2.0, 0.0]])
+    q = torch.tensor([[0.0, 2.0]], requires_grad=True)
+    # KL(p‖q) for p = (a, 1−a), q = (1−a, a): (2a − 1)·log(a/(1−a))
+    a = 1 / (1 + math.exp(-2))
+    assert kl_from_logits(p, q).item() == pytest.approx((2 * a - 1) * math.log(a / (1 - a)), rel=1e-5)
+    assert kl_from_logits(p, p).item() == pytest.approx(0.0, abs=1e-7)
+    p_leaf = p.clone().requires_grad_(True)
+    kl_from_logits(p_leaf, q).backward()
+    assert p_leaf.grad is None and q.grad.abs().sum() > 0  # p is the fixed target
+
+
+class _Softmax(nn.Module):
+    """p(y|x) = softmax(W x): small enough to search the worst direction by brute force."""
+
+    def __init__(self):
+        super().__init__()
+        self.W = nn.Parameter(torch.randn(3, 4, generator=torch.Generator().manual_seed(0)) * 2)
+
+    def forward(self, x):
+        return x.flatten(1) @ self.W.t()
+
+
+def test_vat_perturbation_has_the_radius_and_is_one_power_iteration_towards_the_worst_direction():
+    net = _Softmax()
+    x = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    radius = 0.05  # small: the KL is its quadratic form ½ rᵀHr there, with H = Wᵀ(diag p − ppᵀ)W
+    r = vat_perturbation(net, x, radius, generator=torch.Generator().manual_seed(2))
+    assert torch.allclose(r.norm(dim=1), torch.full((6,), radius), rtol=1e-5)
+    assert net.W.grad is None  # only the input gradient was taken
+    # H d lies in W's row space: no component along the direction that leaves every logit unchanged
+    null = torch.linalg.svd(net.W.detach(), full_matrices=True).Vh[-1]
+    assert (r @ null).abs().max() < 1e-4 * radius
+    start = torch.randn(x.shape, generator=torch.Generator().manual_seed(2))  # the random start it iterated from
+    start = radius * start / start.norm(dim=1, keepdim=True)
+    with torch.no_grad():
+        clean = net(x)
+        for i in range(6):  # one power step raises the Rayleigh quotient of a PSD H: a larger KL than the start
+            kl_r = kl_from_logits(clean[i:i + 1], net(x[i:i + 1] + r[i:i + 1])).item()
+            kl_start = kl_from_logits(clean[i:i + 1], net(x[i:i + 1] + start[i:i + 1])).item()
+            assert kl_r > kl_start
+
+
+def test_instance_normalised_net_ignores_each_images_colour_and_contrast():
+    torch.manual_seed(0)
+    net = DANNNet(input_norm=True).eval()
+    x = torch.rand(4, 3, 28, 28)
+    scale = torch.tensor([0.5, 2.0, 3.0]).view(1, 3, 1, 1)
+    shift = torch.tensor([0.3, -1.0, 0.7]).view(1, 3, 1, 1)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x * scale + shift), net(x), rtol=1e-3, atol=1e-3)
+        torch.manual_seed(0)
+        plain = DANNNet().eval()  # the same weights (the normalisation has no parameters), no normalisation
+        torch.testing.assert_close(plain.features[0].weight, net.features[1].weight)
+        assert not torch.allclose(plain(x * scale + shift), plain(x), atol=1e-3)
+
+
+def test_vada_losses_are_danns_plus_the_target_terms():
+    torch.manual_seed(0)
+    net = DANNNet()
+    d = tiny_domains(8)
+    xs, ys = preprocess(d.source_train.images[:8]), d.source_train.labels[:8]
+    xt = preprocess(d.target_train.images[:8])
+    ref = dann_losses(net, xs, ys, xt, 0.5)
+    out = vada_losses(net, xs, ys, xt, 0.5, radius=3.5, target_weight=0.25, generator=torch.Generator().manual_seed(0))
+    for k in ("class_loss", "domain_loss", "class_acc", "domain_acc"):  # the one pass computes DANN's terms
+        torch.testing.assert_close(out[k], ref[k], rtol=1e-5, atol=1e-6)
+    with torch.no_grad():
+        logits_t = net(xt)
+    torch.testing.assert_close(out["target_entropy_loss"], conditional_entropy(logits_t), rtol=1e-5, atol=1e-6)
+    assert out["target_vat_loss"].item() > 0
+    expect = out["class_loss"] + out["domain_loss"] + 0.25 * (out["target_entropy_loss"] + out["target_vat_loss"])
+    torch.testing.assert_close(out["total"], expect)
+    with_src = vada_losses(net, xs, ys, xt, 0.5, radius=3.5, target_weight=0.25, source_vat_weight=1.0,
+                           generator=torch.Generator().manual_seed(0))
+    assert with_src["source_vat_loss"].item() > 0
+    torch.testing.assert_close(with_src["total"], expect + with_src["source_vat_loss"])
+
+
+def _vada(**kw):
+    return replace(course_config("vada", epochs=2, batch_size=16, dev_samples=16), **kw)
+
+
+def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp_path, monkeypatch):
+    d = tiny_domains()
+    cfg = _vada()
+    assert cfg.optimizer == "adam" and cfg.input_norm and cfg.ema == 0.998 and cfg.domain_weight == 0.01
+    full = train_adapt(d, cfg, out=tmp_path / "a")
+    assert [r["epoch"] for r in full.history] == [1, 2]
+    assert {"target_entropy_loss", "target_vat_loss", "domain_acc", "target_test_acc"} <= set(full.history[-1])
+    assert full.model.input_norm and not any(p.requires_grad for p in full.model.parameters())  # the average
+    saved = torch.load(full.epoch_weights[2], weights_only=True)
+    for k, v in full.model.state_dict().items():  # what is evaluated and kept is the average
+        assert torch.equal(saved[k], v), k
+    assert full.load_epoch(2).input_norm
+    calls = {"n": 0}
+    real = dann_mod.vada_losses
+
+    def interrupt_in_epoch_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:  # 3 steps per epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(dann_mod, "vada_losses", interrupt_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train_adapt(d, cfg, out=tmp_path / "b")
+    monkeypatch.setattr(dann_mod, "vada_losses", real)
+    resumed = train_adapt(d, cfg, out=tmp_path / "b", resume=True)
+    for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_bad_vada_settings_are_clear_errors():
+    from cnnlab.errors import CnnlabError
+
+    with pytest.raises(CnnlabError, match="choose one of sgd, adam"):
+        AdaptConfig(method="vada", optimizer="rmsprop")
+    with pytest.raises(CnnlabError, match="--ema"):
+        AdaptConfig(method="vada", ema=1.0)
