@@ -1,5 +1,7 @@
 """Label-free model selection and pseudo-label choice."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -48,3 +50,17 @@ def test_pseudo_labels_threshold_and_class_balance():
     assert idx.tolist() == list(range(9)) and pl.tolist() == [0] * 8 + [1]
     idx, pl = select_pseudo_labels(logits, threshold=0.9, class_balance=True, cap_fraction=1.0)
     assert (pl == 0).sum().item() == 4 and (pl == 1).sum().item() == 1  # cap ⌈10/3⌉ = 4 per class
+
+
+def test_snd_is_the_log_of_each_clusters_size_for_confident_clusters():
+    from cnnlab.adapt.selection import soft_neighbourhood_density
+
+    n = 40
+    one_class = torch.zeros(n, 10)
+    one_class[:, 3] = 30.0
+    assert soft_neighbourhood_density(one_class) == pytest.approx(math.log(n - 1), rel=1e-6)
+    two = one_class.clone()
+    two[n // 2:, 3], two[n // 2:, 7] = 0.0, 30.0  # two classes of 20: each image's neighbours are its class
+    assert soft_neighbourhood_density(two) == pytest.approx(math.log(n // 2 - 1), rel=1e-4)
+    spread = torch.randn(n, 10, generator=torch.Generator().manual_seed(0)) * 3  # no clusters
+    assert soft_neighbourhood_density(spread) < soft_neighbourhood_density(two)

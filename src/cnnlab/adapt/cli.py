@@ -106,13 +106,15 @@ def _cmd_adapt(args) -> int:
 
 
 def _print_summary(rows) -> None:
-    print(f"{'model':44s} {'target acc (last)':>18s} {'by source val':>14s} {'by DEV':>8s} {'ORACLE best':>12s}")
+    print(f"{'model':44s} {'target acc (last)':>18s} {'by source val':>14s} {'by DEV':>8s} {'by SND':>8s} "
+          f"{'ORACLE best':>12s}")
     for r in rows:
         def f(k):
             v = r.get(k)
             return f"{v:.4f}" if isinstance(v, float) else "-"
         print(f"{r['model']:44s} {f('target test acc (last)'):>18s} {f('picked by source_val_acc: target acc'):>14s} "
-              f"{f('picked by dev_risk: target acc'):>8s} {f('ORACLE best target test: target acc'):>12s}")
+              f"{f('picked by dev_risk: target acc'):>8s} {f('picked by snd: target acc'):>8s} "
+              f"{f('ORACLE best target test: target acc'):>12s}")
 
 
 def _cmd_mnistm(args) -> int:
@@ -198,7 +200,7 @@ def add_commands(sub) -> None:
     q.add_argument("--no-class-balance", action="store_true", help="do not cap the pseudo-labels per class")
     q.add_argument("--pl-epochs", type=int, default=1, help="fine-tuning epochs per round")
     q.add_argument("--pl-from", default="dann", help="start from these models' label-free picks (e.g. dann,source-only)")
-    q.add_argument("--pl-select", default="last", choices=("last", "source_val_acc", "dev_risk", "target_entropy"),
+    q.add_argument("--pl-select", default="last", choices=("last", "source_val_acc", "dev_risk", "target_entropy", "snd"),
                    help="the label-free rule that picks the epoch self-training starts from (never target labels); "
                         "last (default): on real MNIST-M, source validation accuracy picks an early DANN epoch")
     p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)} (default: none)")

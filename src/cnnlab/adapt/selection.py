@@ -11,12 +11,18 @@ test accuracy" is not a usable rule: it is reported only as the *oracle*. The la
   variate (η = −Cov(w·ℓ, w)/Var(w)) cuts the variance of the weighted mean. Lower is better.
 * ``target_entropy``: mean prediction entropy on target images (Morerio, Cavazza & Murino, ICLR 2018).
   Lower is better; it can prefer over-confident models, so it is shown for comparison.
+* ``snd``: soft neighbourhood density (Saito, Kim, Teterwak, Sclaroff, Darrell & Saenko, ICCV 2021):
+  how tightly the target images' predictions cluster. Each image's similarities to the others (cosine
+  of the softmax vectors, temperature 0.05) become a distribution whose entropy is high when many
+  neighbours sit close; SND is its mean. Higher is better. A model that puts every image in one class
+  scores highest of all (log(N − 1)), so SND is read next to the source accuracy.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 # criterion → (direction, uses target labels?, label for tables)
 CRITERIA = {
@@ -24,14 +30,26 @@ CRITERIA = {
     "source_val_acc": ("max", False, "source validation accuracy"),
     "dev_risk": ("min", False, "DEV risk (You et al. 2019)"),
     "target_entropy": ("min", False, "target entropy"),
+    "snd": ("max", False, "SND (Saito et al. 2021)"),
     "target_test_acc": ("max", True, "ORACLE: best on target test (uses target labels)"),
 }
-LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy")
+LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy", "snd")
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
     logp = torch.log_softmax(logits.float(), dim=1)
     return float(-(logp.exp() * logp).sum(1).mean())
+
+
+def soft_neighbourhood_density(logits: torch.Tensor, temperature: float = 0.05) -> float:
+    """SND of target predictions (N, C): mean entropy of each image's softmax over its cosine
+    similarities to the other images' probability vectors, divided by ``temperature``."""
+    p = F.normalize(torch.softmax(logits.double(), dim=1), dim=1)
+    sim = p @ p.t() / temperature
+    sim.fill_diagonal_(float("-inf"))  # an image is not its own neighbour
+    logq = torch.log_softmax(sim, dim=1)
+    q = logq.exp()
+    return float(-(q * logq.nan_to_num(neginf=0.0)).sum(1).mean())
 
 
 def density_ratio(source_feats: torch.Tensor, target_feats: torch.Tensor, query: torch.Tensor) -> np.ndarray:
