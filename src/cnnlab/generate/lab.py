@@ -25,7 +25,7 @@ from cnnlab.generate.steps import generator_loss
 from cnnlab.generate.studies import VARIANTS, one_objective_study, run_sweep, z_versus_y
 from cnnlab.generate.train import GANConfig, load_gan_data
 from cnnlab.precision import use_bf16
-from cnnlab.report import Section
+from cnnlab.report import Section, num
 from cnnlab.report.claims import Z95, compare_relative
 
 LAB_CDCGAN = {"ngf": 32, "ndf": 16}  # ¼ of the course's cDCGAN widths, to fit the CPU lab's budget
@@ -38,10 +38,6 @@ Z_USED = 0.05  # below this share of feature variance, G ignores z (one image pe
 def _z_part(split: dict) -> float:
     """Share of the grid's feature variance that depends on z (alone or with y)."""
     return split.get("share_z", 0.0) + split.get("share_interaction", 0.0)
-
-
-def _f(v, fmt=".3g") -> str:
-    return format(v, fmt) if isinstance(v, (int, float)) and v is not None and math.isfinite(v) else "n/a"
 
 
 def _gradient_table() -> list[dict]:
@@ -105,10 +101,10 @@ def run_lab(ctx) -> list[Section]:
     sections.append(Section("D-Q1", "Only one of the two objectives").text(
         f"Three copies of the default DCGAN start from the same weights and see the same batches for "
         f"{one_obj[0]['steps']} steps; one trains only D, one only G (against a D frozen at its init), one both. "
-        f"With only D, D wins: mean D(x) = {_f(d_only['mean D(x)'])}, mean D(G(z)) = {_f(d_only['mean D(G(z))'])}, "
-        f"while G stays the untrained noise generator (Fréchet distance {_f(d_only.get('frechet'), '.1f')}). With only "
-        f"G, G learns to fool a D that never improves: mean D(G(z)) = {_f(g_only['mean D(G(z))'])}"
-        f" (Fréchet distance {_f(g_only.get('frechet'), '.1f')}; real digits: {_f(floor.get('frechet'), '.1f')}). "
+        f"With only D, D wins: mean D(x) = {num(d_only['mean D(x)'])}, mean D(G(z)) = {num(d_only['mean D(G(z))'])}, "
+        f"while G stays the untrained noise generator (Fréchet distance {num(d_only.get('frechet'), '.1f')}). With only "
+        f"G, G learns to fool a D that never improves: mean D(G(z)) = {num(g_only['mean D(G(z))'])}"
+        f" (Fréchet distance {num(g_only.get('frechet'), '.1f')}; real digits: {num(floor.get('frechet'), '.1f')}). "
         + one_objective_text(one_obj, margin)
     ).table(one_obj, caption="one objective at a time (same start, same batches)"))
 
@@ -118,13 +114,13 @@ def run_lab(ctx) -> list[Section]:
         "G should push the Gaussian P(z) forward onto the distribution of real images: every digit class in its "
         "real proportion, with the real variety of styles. The judge measures both: the Fréchet distance between "
         "Gaussians fitted to its 128-d penultimate features, and the histogram of its predicted classes. "
-        f"Real training digits score FD {_f(floor.get('frechet'), '.1f')}, class entropy "
-        f"{_f(floor.get('class_entropy'))} of {_f(floor.get('max_entropy'))} bits and mean confidence "
-        f"{_f(floor.get('confidence'))}; the default DCGAN after {steps} steps scores FD {_f(dm.get('frechet'), '.1f')}, "
-        f"entropy {_f(dm.get('class_entropy'))} bits, confidence {_f(dm.get('confidence'))}."
+        f"Real training digits score FD {num(floor.get('frechet'), '.1f')}, class entropy "
+        f"{num(floor.get('class_entropy'))} of {num(floor.get('max_entropy'))} bits and mean confidence "
+        f"{num(floor.get('confidence'))}; the default DCGAN after {steps} steps scores FD {num(dm.get('frechet'), '.1f')}, "
+        f"entropy {num(dm.get('class_entropy'))} bits, confidence {num(dm.get('confidence'))}."
     ).table([{"images": "real training digits", **{k: floor.get(k) for k in ("frechet", "class_entropy", "confidence")}},
              {"images": "default DCGAN", **{k: dm.get(k) for k in ("frechet", "class_entropy", "confidence")}}],
-            caption=f"judge: digit classifier (test accuracy {_f(judge.test_acc)}), reference: {reference.n} real test digits")
+            caption=f"judge: digit classifier (test accuracy {num(judge.test_acc)}), reference: {reference.n} real test digits")
         .figure(run_dir["default"] / "figures" / "class_histogram.png", "classes of the default DCGAN's samples"))
 
     # D-Q3 ----------------------------------------------------------------------------------------
@@ -147,13 +143,13 @@ def run_lab(ctx) -> list[Section]:
     sections.append(Section("D-Q4", "The default DCGAN's training").text(
         f"The course's DCGAN (batch {base.batch_size}, nz 100, ngf = ndf = 32, Adam 2e-4 / 5e-4, betas (0.5, 0.999)) on "
         f"{len(data.train):,} MNIST digits for {base.epochs} epochs ({steps} steps, "
-        f"{_f(metrics['default'].get('images_per_s'), '.0f')} images/s, {metrics['default'].get('precision')}). "
-        f"The judge's Fréchet distance goes from {_f(first.get('frechet'), '.1f')} after epoch 1 to "
-        f"{_f(last.get('frechet'), '.1f')} after epoch {last.get('epoch', '?')} "
+        f"{num(metrics['default'].get('images_per_s'), '.0f')} images/s, {metrics['default'].get('precision')}). "
+        f"The judge's Fréchet distance goes from {num(first.get('frechet'), '.1f')} after epoch 1 to "
+        f"{num(last.get('frechet'), '.1f')} after epoch {last.get('epoch', '?')} "
         f"({fd_trend(first.get('frechet'), last.get('frechet'), margin)}); mean D(x) ends the last epoch at "
-        f"{_f(last.get('D_x'))} and mean D(G(z)) at {_f(last.get('D_G_z'))} (a D that wins would drive them to 1 and 0). "
-        f"Diversity: the class entropy of the samples is {_f(last.get('class_entropy'))} bits "
-        f"(all 10 classes equally: {_f(math.log2(10))})."
+        f"{num(last.get('D_x'))} and mean D(G(z)) at {num(last.get('D_G_z'))} (a D that wins would drive them to 1 and 0). "
+        f"Diversity: the class entropy of the samples is {num(last.get('class_entropy'))} bits "
+        f"(all 10 classes equally: {num(math.log2(10))})."
     ).table([{k: r.get(k) for k in keep} for r in hist], caption="per epoch (one checkpoint each)")
         .figure(run_dir["default"] / "figures" / "curves.png", "losses and mean D outputs per step")
         .figure(run_dir["default"] / "figures" / "progress_strip.png", "fixed noise over training")
@@ -183,8 +179,8 @@ def run_lab(ctx) -> list[Section]:
     cm = metrics["cdcgan"].get("final", {})
     sections.append(Section("D-Q6", "The conditional DCGAN").text(
         f"cG and cD receive the one-hot class y (cD as 10 constant maps). Final test, 15 noise vectors × 10 classes: "
-        f"the judge recognises the requested digit in {_f(cm.get('cond_acc'))} of {cm.get('n', '?')} samples "
-        f"(chance: 0.1); FD {_f(cm.get('frechet'), '.1f')}, class entropy {_f(cm.get('class_entropy'))} bits."
+        f"the judge recognises the requested digit in {num(cm.get('cond_acc'))} of {cm.get('n', '?')} samples "
+        f"(chance: 0.1); FD {num(cm.get('frechet'), '.1f')}, class entropy {num(cm.get('class_entropy'))} bits."
     ).table([{k: rows["cdcgan"].get(k) for k in ("model", "steps", "frechet", "class_entropy", "confidence", "cond_acc")}],
             caption=f"cDCGAN (widths ngf {widths['ngf']}, ndf {widths['ndf']}), judged on {cm.get('n', '?')} samples")
         .figure(run_dir["cdcgan"] / "figures" / "cdcgan_grid.png", "one column per z, one row per class")
@@ -197,11 +193,11 @@ def run_lab(ctx) -> list[Section]:
         ny, zny = rows["cdcgan-no-y"], zy.get("cdcgan-no-y", {})
         s7 = Section("D-Q7", "Removing y from D").text(
             f"With y removed from D, nothing penalises G for drawing another digit than the one asked for: the "
-            f"conditional accuracy goes from {_f(rows['cdcgan'].get('cond_acc'))} to {_f(ny.get('cond_acc'))} "
+            f"conditional accuracy goes from {num(rows['cdcgan'].get('cond_acc'))} to {num(ny.get('cond_acc'))} "
             f"(chance 0.1). G still receives y and may use it as just another input: here y alone explains "
-            f"{_f(zny.get('share_y'))} of the variance of the judge's features over the 15 × 10 grid, and z (alone "
-            f"or with y) {_f(_z_part(zny))}; in the normal cDCGAN, {_f(zy.get('cdcgan', {}).get('share_y'))} and "
-            f"{_f(_z_part(zy.get('cdcgan', {})))}. " + no_y_text(_z_part(zy.get("cdcgan", {})), _z_part(zny)))
+            f"{num(zny.get('share_y'))} of the variance of the judge's features over the 15 × 10 grid, and z (alone "
+            f"or with y) {num(_z_part(zny))}; in the normal cDCGAN, {num(zy.get('cdcgan', {}).get('share_y'))} and "
+            f"{num(_z_part(zy.get('cdcgan', {})))}. " + no_y_text(_z_part(zy.get("cdcgan", {})), _z_part(zny)))
         s7.table([{"model": n, "cond_acc": rows[n].get("cond_acc"), "frechet": rows[n].get("frechet"),
                    **{k: zy.get(n, {}).get(k) for k in ("share_y", "share_z", "share_interaction")}}
                   for n in ("cdcgan", "cdcgan-no-y")], caption="with and without y in D (same seed and steps)")
@@ -227,10 +223,10 @@ def run_lab(ctx) -> list[Section]:
     finding = z_text(zc.get("cond_acc", 0.0), _z_part(zc), rows["cdcgan"].get("steps"))
     s9 = Section("D-Q9", "What z encodes").text(
         f"On a grid of 15 new noise vectors × 10 classes (150 images, another sample than D-Q6's "
-        f"{cm.get('n', '?')}: its conditional accuracy {_f(zc.get('cond_acc'))} differs from D-Q6's by that "
+        f"{cm.get('n', '?')}: its conditional accuracy {num(zc.get('cond_acc'))} differs from D-Q6's by that "
         "sampling alone). Splitting the variance of the judge's features over the grid (a two-way analysis of variance): "
-        f"{_f(zc.get('share_y'))} of it comes from y, {_f(zc.get('share_z'))} from z and "
-        f"{_f(zc.get('share_interaction'))} from their interaction. " + finding)
+        f"{num(zc.get('share_y'))} of it comes from y, {num(zc.get('share_z'))} from z and "
+        f"{num(zc.get('share_interaction'))} from their interaction. " + finding)
     if "cdcgan_z_interpolation" in sweep.figures:
         s9.figure(sweep.figures["cdcgan_z_interpolation"], "the same path in z for every class")
     sections.append(s9.table([zc], caption="two-way variance split of judge features (y × z)") if zc else s9)
@@ -297,20 +293,20 @@ def one_objective_text(rows: list[dict], margin: FdMargin = DOCUMENTED_MARGIN) -
     vs_g = compare_relative(fd.get("both"), fd.get("only G"), margin.rel)
     lead = ("Each objective alone is trivially optimised against a fixed opponent. ")
     if vs_d.sign < 0 and vs_g.sign < 0:
-        return lead + (f"Training both moved P_G closest to P_data: FD {_f(fd.get('both'), '.1f')} against "
-                       f"{_f(fd.get('only D'), '.1f')} (only D) and {_f(fd.get('only G'), '.1f')} (only G); "
+        return lead + (f"Training both moved P_G closest to P_data: FD {num(fd.get('both'), '.1f')} against "
+                       f"{num(fd.get('only D'), '.1f')} (only D) and {num(fd.get('only G'), '.1f')} (only G); "
                        f"{margin.rule}.")
     return lead + (f"At this budget the game has not yet moved P_G closer to P_data than one objective alone: FD "
-                   f"{_f(fd.get('both'), '.1f')} with both against {_f(fd.get('only D'), '.1f')} (only D) and "
-                   f"{_f(fd.get('only G'), '.1f')} (only G); {margin.rule}. The full training (D-Q4) shows where the "
+                   f"{num(fd.get('both'), '.1f')} with both against {num(fd.get('only D'), '.1f')} (only D) and "
+                   f"{num(fd.get('only G'), '.1f')} (only G); {margin.rule}. The full training (D-Q4) shows where the "
                    "game leads.")
 
 
 def saturating_text(fd_saturating: float | None, fd_default: float | None,
                     margin: FdMargin = DOCUMENTED_MARGIN) -> str:
     c = compare_relative(fd_saturating, fd_default, margin.rel)
-    return (f"Trained with the same seed and budget, the saturating loss reaches FD {_f(fd_saturating, '.1f')} against "
-            f"{_f(fd_default, '.1f')} for the non-saturating default: "
+    return (f"Trained with the same seed and budget, the saturating loss reaches FD {num(fd_saturating, '.1f')} against "
+            f"{num(fd_default, '.1f')} for the non-saturating default: "
             + c.says("worse, as its vanishing early gradient predicts", "better in this run, against the prediction",
                      "no clear difference at this budget")
             + f" (one seed each; {margin.rule}).")
@@ -327,7 +323,7 @@ OBEYS_Y = 0.5  # D-Q9: below this conditional accuracy G does not follow y yet
 def z_text(cond_acc: float, z_part: float, steps) -> str:
     """D-Q9: what z encodes, read from the cDCGAN's conditional accuracy and z's share of the variance."""
     if cond_acc < OBEYS_Y:
-        return (f"After only {steps} steps G does not obey y yet (conditional accuracy {_f(cond_acc)}, below "
+        return (f"After only {steps} steps G does not obey y yet (conditional accuracy {num(cond_acc)}, below "
                 f"{OBEYS_Y}), so this split says little; run the full budget (`cnnlab lab`, or `cnnlab gan train "
                 "--model cdcgan`) to see z take over the style.")
     if z_part >= Z_USED:
@@ -335,8 +331,8 @@ def z_text(cond_acc: float, z_part: float, steps) -> str:
                 "shape). The judge's features are built to tell digits apart, so most of z's effect shows as an "
                 "interaction (the same z shifts each digit's features differently) rather than as one shift "
                 "shared by all classes; in the grid, a column (one z) keeps a recognisable style"
-                f" (z's share {_f(z_part)}, counted as used above {Z_USED}).")
-    return (f"After only {steps} steps G barely uses z yet (z's share {_f(z_part)}, under {Z_USED}): each row of "
+                f" (z's share {num(z_part)}, counted as used above {Z_USED}).")
+    return (f"After only {steps} steps G barely uses z yet (z's share {num(z_part)}, under {Z_USED}): each row of "
             "the grid is nearly one image per class. With longer training (e.g. `cnnlab gan train --model cdcgan` "
             "on the full MNIST) z takes over the style (slant, thickness, width), constant along a column.")
 

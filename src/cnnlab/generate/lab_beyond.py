@@ -8,13 +8,12 @@ score every run: cnnlab's digitnet and the independent LeNet-5 (another architec
 
 from __future__ import annotations
 
-import math
 import statistics
 from pathlib import Path
 
 from cnnlab.generate import figures
 from cnnlab.generate.train import preset_help, sample, train_gan
-from cnnlab.report import Section
+from cnnlab.report import Section, num
 from cnnlab.report.claims import compare_relative, compare_seed_means
 
 JUDGES = {"final": "digitnet (seed 0)", "final_judge2": "LeNet-5 (seed 1)"}
@@ -99,7 +98,7 @@ def beyond_section(ctx, *, base, rows, metrics, sweep, data, judge, data_root, r
                       "params G": m.get("params_G"), "params D": m.get("params_D")})
     floor1 = metrics["default"].get("real", {}).get("frechet")
     floor2 = metrics["default"].get("real_judge2", {}).get("frechet")
-    s.table(table, caption=f"FD mean ± sd over seeds; real-data floor: digitnet {_num(floor1)}, LeNet-5 {_num(floor2)}")
+    s.table(table, caption=f"FD mean ± sd over seeds; real-data floor: digitnet {num(floor1, '.1f')}, LeNet-5 {num(floor2, '.1f')}")
     pairs = [(n, sweep.generators[n]) for n in shown if n in sweep.generators]
     if pairs:
         import torch
@@ -110,20 +109,16 @@ def beyond_section(ctx, *, base, rows, metrics, sweep, data, judge, data_root, r
             z = torch.randn(64 if not cond else 60, base.nz, generator=torch.Generator().manual_seed(ctx.seed + 21))
             y = torch.arange(60) % 10 if cond else None
             fd = metrics[n].get("final", {}).get("frechet")
-            grids.append((f"{LABELS[n]}\nFD {_num(fd)}", sample(G, z, y), 8 if not cond else 10))
+            grids.append((f"{LABELS[n]}\nFD {num(fd, '.1f')}", sample(G, z, y), 8 if not cond else 10))
         from cnnlab.runs import Run
 
         path = Run.open(sweep.root).save_figure(figures.side_by_side_figure(grids), "strong_vs_course")
         s.figure(path, "the course's settings (left of each pair) and the strong preset, the same noise")
     if "cdcgan-strong" in rows and "cdcgan" in rows:
         s.text(f"The conditional models (widths ngf {widths['ngf']}, ndf {widths['ndf']}, one seed): conditional "
-               f"accuracy {_num(rows['cdcgan'].get('cond_acc'), '.3f')} with the course's concatenated one-hot inputs, "
-               f"{_num(rows['cdcgan-strong'].get('cond_acc'), '.3f')} with class-conditional BatchNorm and a projection D.")
+               f"accuracy {num(rows['cdcgan'].get('cond_acc'), '.3f')} with the course's concatenated one-hot inputs, "
+               f"{num(rows['cdcgan-strong'].get('cond_acc'), '.3f')} with class-conditional BatchNorm and a projection D.")
     return s
-
-
-def _num(v, fmt=".1f") -> str:
-    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
 
 def _read(path: Path) -> dict:

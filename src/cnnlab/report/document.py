@@ -9,6 +9,7 @@ by question, every name that came from a file or folder HTML-escaped).
 from __future__ import annotations
 
 import html
+import math
 import os
 import re
 import urllib.parse
@@ -87,6 +88,11 @@ def pct(x: float | None, digits: int = 1) -> str:
     if x is None or x != x:
         return "n/a"
     return f"{100 * x:.{digits}f}%"
+
+
+def num(v: Any, fmt: str = ".3g") -> str:
+    """A number for report text in ``fmt``; None, NaN or infinity → ``"n/a"``."""
+    return format(v, fmt) if isinstance(v, (int, float)) and math.isfinite(v) else "n/a"
 
 
 def _fmt(v: Any, floatfmt: str) -> str:
