@@ -1,4 +1,4 @@
-"""VADA (Part C beyond the course): conditional entropy, virtual adversarial training, instance-normalised
+"""VADA and DIRT-T (Part C beyond the course): conditional entropy, virtual adversarial training, instance-normalised
 inputs, the moving-average classifier, and the method's place in ``cnnlab adapt``."""
 
 import math
@@ -140,3 +140,57 @@ def test_bad_vada_settings_are_clear_errors():
         AdaptConfig(method="vada", optimizer="rmsprop")
     with pytest.raises(CnnlabError, match="--ema"):
         AdaptConfig(method="vada", ema=1.0)
+
+
+def test_dirtt_losses_teacher_term_vanishes_at_the_teacher_and_the_total_adds_up():
+    from cnnlab.adapt.dirtt import RefineConfig, dirtt_losses
+
+    torch.manual_seed(0)
+    net = DANNNet(input_norm=True)
+    xt = preprocess(tiny_domains(8).target_train.images[:8])
+    cfg = RefineConfig(teacher_weight=0.3, target_weight=0.2, precision="fp32")
+    out = dirtt_losses(net, net, xt, cfg, generator=torch.Generator().manual_seed(0))
+    assert out["teacher_kl"].item() == pytest.approx(0.0, abs=1e-6)  # the student is the teacher
+    torch.testing.assert_close(out["total"], 0.3 * out["teacher_kl"]
+                               + 0.2 * (out["target_entropy_loss"] + out["target_vat_loss"]))
+    other = DANNNet(input_norm=True)
+    assert dirtt_losses(net, other, xt, cfg)["teacher_kl"].item() > 0
+
+
+def test_dirtt_rounds_train_on_the_target_only_and_resume_exactly(tmp_path, monkeypatch):
+    from cnnlab.adapt import dirtt as dirtt_mod
+    from cnnlab.adapt.dirtt import RefineConfig, refine
+
+    torch.manual_seed(0)
+    start = DANNNet(input_norm=True)
+    d = tiny_domains()
+    cfg = RefineConfig(rounds=2, batch_size=16, precision="fp32")
+    rows = refine(start, d, cfg, out=tmp_path / "a", name="r")
+    assert [r["round"] for r in rows] == [0, 1, 2] and all("target_test_acc" in r for r in rows)
+    w1 = torch.load(tmp_path / "a" / "r" / "round1.pt", weights_only=True)
+    assert any(not torch.equal(w1[k], v) for k, v in start.state_dict().items())  # round 1 moved the model
+    # the source's training images are never read: garbage there changes nothing
+    d2 = replace(d, source_train=replace(d.source_train, images=torch.zeros_like(d.source_train.images)))
+    rows2 = refine(start, d2, cfg, out=tmp_path / "c", name="r")
+    w2 = torch.load(tmp_path / "c" / "r" / "round2.pt", weights_only=True)
+    for k, v in torch.load(tmp_path / "a" / "r" / "round2.pt", weights_only=True).items():
+        assert torch.equal(w2[k], v), k
+    assert [r["target_test_acc"] for r in rows2] == [r["target_test_acc"] for r in rows]
+    calls = {"n": 0}
+    real = dirtt_mod.dirtt_losses
+
+    def interrupt_in_round_2(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 5:  # 3 steps a round: the second step of round 2
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(dirtt_mod, "dirtt_losses", interrupt_in_round_2)
+    with pytest.raises(KeyboardInterrupt):
+        refine(start, d, cfg, out=tmp_path / "b", name="r")
+    monkeypatch.setattr(dirtt_mod, "dirtt_losses", real)
+    resumed = refine(start, d, cfg, out=tmp_path / "b", name="r", resume=True)
+    wb = torch.load(tmp_path / "b" / "r" / "round2.pt", weights_only=True)
+    for k, v in torch.load(tmp_path / "a" / "r" / "round2.pt", weights_only=True).items():
+        assert torch.equal(wb[k], v), k
+    assert [r["target_test_acc"] for r in resumed] == [r["target_test_acc"] for r in rows]

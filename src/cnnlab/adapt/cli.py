@@ -41,8 +41,14 @@ def _load_domains(args):
                         mnistm_seed=args.mnistm_seed, val_size=args.val_size, subset=subset)
 
 
+def _method_list(text: str) -> tuple[str, ...]:
+    """``source-only, dann`` → ("source_only", "dann")."""
+    return tuple(m.strip().replace("-", "_") for m in text.split(",") if m.strip())
+
+
 def _protocol_config(args):
     from cnnlab.adapt.dann import METHODS
+    from cnnlab.adapt.dirtt import RefineConfig
     from cnnlab.adapt.grl import LambdaSchedule, LRSchedule
     from cnnlab.adapt.protocol import ProtocolConfig
     from cnnlab.adapt.pseudo import PseudoConfig
@@ -51,7 +57,7 @@ def _protocol_config(args):
                  "dann_batch_size", "val_size"):
         if getattr(args, flag) < 1:
             raise CnnlabError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
-    methods = tuple(m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip())
+    methods = _method_list(args.methods)
     pseudo = PseudoConfig(rounds=args.pl_rounds, threshold=args.pl_threshold, class_balance=not args.no_class_balance,
                           epochs_per_round=args.pl_epochs)
     cfg = ProtocolConfig(seed=args.seed, source_only_epochs=args.source_only_epochs, dann_epochs=args.dann_epochs,
@@ -60,18 +66,21 @@ def _protocol_config(args):
                          lr=LRSchedule(args.lr_schedule, args.lr),
                          lambda_schedule=LambdaSchedule(args.lambda_schedule, args.gamma, args.lambda_value),
                          precision=args.precision, compile=args.compile, methods=methods, pseudo=pseudo,
-                         pseudo_from=tuple(m.strip().replace("-", "_") for m in args.pl_from.split(",") if m.strip()),
+                         pseudo_from=_method_list(args.pl_from),
                          select_by=args.pl_select, input_norm=args.input_norm, vada_lr=args.vada_lr,
                          vada_domain_weight=args.vada_domain_weight, vada_target_weight=args.vada_target_weight,
-                         vat_radius=args.vat_radius)
-    bad = [m for m in cfg.methods + cfg.pseudo_from if m not in METHODS]
+                         vat_radius=args.vat_radius,
+                         refine=RefineConfig(rounds=args.dirtt_rounds, epochs_per_round=args.dirtt_epochs),
+                         refine_from=_method_list(args.dirtt_from))
+    bad = [m for m in cfg.methods + cfg.pseudo_from + cfg.refine_from if m not in METHODS]
     if bad:
         raise CnnlabError(f"unknown method {bad[0]!r}; use {', '.join(m.replace('_', '-') for m in METHODS)}")
     if min(args.vada_lr, args.vat_radius) <= 0 or min(args.vada_domain_weight, args.vada_target_weight) < 0:
         raise CnnlabError("--vada-lr and --vat-radius must be > 0, --vada-domain-weight and --vada-target-weight ≥ 0")
     if args.dry_run:
         cfg = replace(cfg, source_only_epochs=1, dann_epochs=2, target_only_epochs=1,
-                      pseudo=replace(pseudo, rounds=min(pseudo.rounds, 1), epochs_per_round=1))
+                      pseudo=replace(pseudo, rounds=min(pseudo.rounds, 1), epochs_per_round=1),
+                      refine=replace(cfg.refine, rounds=min(cfg.refine.rounds, 1)))
     return cfg
 
 
@@ -194,6 +203,10 @@ def add_commands(sub) -> None:
     v.add_argument("--vada-target-weight", type=float, default=0.01,
                    help="VADA: weight of the target's conditional entropy and virtual adversarial loss")
     v.add_argument("--vat-radius", type=float, default=3.5, help="VADA: L2 norm of the virtual adversarial perturbation")
+    v.add_argument("--dirtt-rounds", type=int, default=2,
+                   help="DIRT-T: rounds of target-only refinement after VADA, each from the last one's average (0: none)")
+    v.add_argument("--dirtt-epochs", type=int, default=1, help="DIRT-T: passes over the target images per round")
+    v.add_argument("--dirtt-from", default="vada", help="refine these models' label-free picks (when trained)")
     q = p.add_argument_group("pseudo-labelling (C-Q4)")
     q.add_argument("--pl-rounds", type=int, default=3, help="self-training rounds (0: none)")
     q.add_argument("--pl-threshold", type=float, default=0.9, help="keep target predictions at least this confident")

@@ -94,7 +94,7 @@ def tsne_figure(embeddings: dict[str, dict]):
 
 
 def rounds_figure(rounds: dict[str, list[dict]]):
-    """Pseudo-labelling: target test accuracy and pseudo-label precision per round."""
+    """Rounds after training (pseudo-labelling, DIRT-T): target test accuracy and pseudo-label precision."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.2))
     for name, rows in rounds.items():
@@ -102,7 +102,7 @@ def rounds_figure(rounds: dict[str, list[dict]]):
         pts = [(r["round"], r["pseudo_label_acc"]) for r in rows if r.get("pseudo_label_acc") is not None]
         if pts:
             ax.plot(*zip(*pts), ls="--", marker=".", label=f"{name}: pseudo-label precision")
-    ax.set_xlabel("self-training round")
+    ax.set_xlabel("round (0: the starting model)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
