@@ -24,7 +24,19 @@ import torch
 
 from cnnlab.adapt import selection
 from cnnlab.adapt.dann import METHODS, course_config, train_adapt
+from cnnlab.adapt.dirtt import RefineConfig, refine
 from cnnlab.adapt.domains import load_domains
+
+
+def _picks(row: dict, history: list[dict], key: str) -> dict:
+    """``row`` plus the target test accuracy at the last epoch/round and at each rule's pick; printed."""
+    row["last"] = history[-1]["target_test_acc"]
+    for c in selection.LABEL_FREE + ("target_test_acc",):
+        pick = selection.select_epoch(history, c, key=key)
+        row[c] = pick["target_test_acc"]
+        row[f"{c}@"] = pick[key]
+    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()), flush=True)
+    return row
 
 
 def main(argv=None) -> int:
@@ -38,6 +50,7 @@ def main(argv=None) -> int:
     p.add_argument("--epochs", type=int, default=None, help="epochs of every method (default: each one's own)")
     p.add_argument("--subset", type=int, default=None, help="at most N images per split")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--dirtt-rounds", type=int, default=0, help="also refine VADA's last epoch with DIRT-T rounds")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override one setting of one method, e.g. vada.target_weight=0.1 (repeatable)")
     args = p.parse_args(argv)
@@ -65,19 +78,18 @@ def main(argv=None) -> int:
                         cfg = replace(cfg, epochs=args.epochs)
                     t0 = time.perf_counter()
                     res = train_adapt(d, cfg, out=f"{tmp}/{target}-{seed}", name=method)
-                    row = {"target": target, "seed": seed, "method": method, "wall_s": time.perf_counter() - t0,
-                           "last": res.history[-1]["target_test_acc"]}
-                    for c in selection.LABEL_FREE + ("target_test_acc",):
-                        pick = selection.select_epoch(res.history, c)
-                        row[c] = pick["target_test_acc"]
-                        row[f"{c}@"] = pick["epoch"]
-                    rows.append(row)
-                    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
-                          flush=True)
+                    row = {"target": target, "seed": seed, "method": method, "wall_s": time.perf_counter() - t0}
+                    rows.append(_picks(row, res.history, "epoch"))
+                    if method == "vada" and args.dirtt_rounds:
+                        t1 = time.perf_counter()
+                        rr = refine(res.load_epoch(cfg.epochs), d, RefineConfig(rounds=args.dirtt_rounds, seed=seed),
+                                    out=f"{tmp}/{target}-{seed}", name="dirtt")
+                        rows.append(_picks({"target": target, "seed": seed, "method": "vada+dirtt",
+                                            "wall_s": row["wall_s"] + time.perf_counter() - t1}, rr, "round"))
     print("\nmean ± sd over seeds (target test accuracy; wall-time ratio to the first method)")
     for target in args.targets.split(","):
         ref = [r["wall_s"] for r in rows if r["target"] == target and r["method"] == methods[0]]
-        for method in methods:
+        for method in methods + (["vada+dirtt"] if "vada" in methods and args.dirtt_rounds else []):
             rs = [r for r in rows if r["target"] == target and r["method"] == method]
             cells = []
             for k in ("last",) + selection.LABEL_FREE + ("target_test_acc",):
