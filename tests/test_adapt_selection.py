@@ -64,3 +64,43 @@ def test_snd_is_the_log_of_each_clusters_size_for_confident_clusters():
     assert soft_neighbourhood_density(two) == pytest.approx(math.log(n // 2 - 1), rel=1e-4)
     spread = torch.randn(n, 10, generator=torch.Generator().manual_seed(0)) * 3  # no clusters
     assert soft_neighbourhood_density(spread) < soft_neighbourhood_density(two)
+
+
+def _h(*rows, unit="epoch"):
+    return [{unit: i + 1, **r} for i, r in enumerate(rows)], unit
+
+
+def test_picks_across_models_and_the_warnings_follow_the_numbers():
+    from cnnlab.adapt.selection import model_selection_rows, selection_warnings
+
+    so = {"dev_risk": 1.0, "snd": 5.0, "source_val_acc": 0.99, "target_entropy": 0.5, "target_test_acc": 0.55}
+    good = {"dev_risk": 0.6, "snd": 6.0, "source_val_acc": 0.98, "target_entropy": 0.2, "target_test_acc": 0.9}
+    pool = {"source only": _h(so), "VADA": _h({**good, "dev_risk": 0.9, "snd": 5.8, "target_test_acc": 0.7}, good),
+            "VADA + DIRT-T": _h(good, {**good, "snd": 5.5, "dev_risk": 0.7, "target_test_acc": 0.92}, unit="round")}
+    rows = {r["selected by"].split(" (")[0]: r for r in model_selection_rows(pool)}
+    assert (rows["DEV risk"]["model"], rows["DEV risk"]["at"]) == ("VADA", "epoch 2")  # ties: first model
+    assert rows["source validation accuracy"]["model"] == "source only"
+    assert rows["ORACLE: best on target test"]["at"] == "round 2" and rows["ORACLE: best on target test"]["target test acc"] == 0.92
+    assert selection_warnings(pool, baseline="source only") == []  # DEV and SND agree; nothing worse than source-only
+    # SND moves to another model: the disagreement is said
+    pool["VADA + DIRT-T"][0][1]["snd"] = 7.0
+    notes = selection_warnings(pool, baseline="source only")
+    assert len(notes) == 1 and "disagree" in notes[0] and "SND picks VADA + DIRT-T (round 2)" in notes[0]
+    # an adapted model that both rules rate below source-only: said plainly; one rule only: mixed
+    pool["VADA"][0][1].update(dev_risk=1.2, snd=4.0)
+    assert any("say that VADA is worse" in n and "may have hurt" in n for n in selection_warnings(pool, "source only"))
+    pool["VADA"][0][1].update(snd=6.0)
+    assert any("DEV says that VADA is worse" in n and "mixed" in n for n in selection_warnings(pool, "source only"))
+
+
+def test_selection_text_says_agreement_or_repeats_the_warnings():
+    from cnnlab.adapt.lab import selection_text
+    from cnnlab.adapt.selection import model_selection_rows
+
+    pool = {"DANN": _h({"dev_risk": 0.5, "snd": 5.0, "source_val_acc": 0.9, "target_entropy": 0.1,
+                        "target_test_acc": 0.8})}
+    across = model_selection_rows(pool)
+    calm = selection_text(across, [])
+    assert "DEV picks DANN (epoch 1, 80.0% on the target test set)" in calm and "agree" in calm
+    worried = selection_text(across, ["The label-free rules disagree: X."])
+    assert "disagree: X." in worried and "agree, and" not in worried

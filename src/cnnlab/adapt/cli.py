@@ -110,6 +110,13 @@ def _cmd_adapt(args) -> int:
     finally:
         run.close()
     _print_summary(out["summary"])
+    print("\nchoosing among all models, epochs and rounds (target-only excluded):")
+    for r in out["model_selection"]:
+        acc = r["target test acc"]
+        print(f"  {r['selected by']:48s} {r['model'] or '-':36s} {r['at'] or '-':10s} "
+              f"{'-' if acc is None else f'{acc:.4f}'}")
+    for w in out["warnings"]:
+        print(f"note: {w}")
     print(f"run folder: {run.root}")
     return 0
 

@@ -46,6 +46,17 @@ def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, i
     return cfg, b(None, 1200, 192), b(500, 300, 60)
 
 
+def selection_text(across: list[dict], warnings: list[str]) -> str:
+    """What the label-free picks among all models say, and plainly where they disagree or see harm."""
+    by = {r["selected by"]: r for r in across}
+    dev, oracle = by.get(CRITERIA["dev_risk"][2], {}), by.get(CRITERIA["target_test_acc"][2], {})
+    head = (f"Choosing among every model, epoch and round without target labels, DEV picks {dev.get('model')} "
+            f"({dev.get('at')}, {pct(dev.get('target test acc'))} on the target test set); the oracle's best is "
+            f"{oracle.get('model')} ({oracle.get('at')}, {pct(oracle.get('target test acc'))}).")
+    return " ".join([head, *warnings]) if warnings else head + " DEV and SND agree, and neither rates an adapted " \
+        "model below source-only."
+
+
 def uses_course_data(ctx) -> bool:
     return has_course_data(ctx.data_root)
 
@@ -94,6 +105,8 @@ def _run(ctx, run: Run) -> list[Section]:
            "validation accuracy; DEV, importance-weighted source validation loss, You et al. 2019; target entropy); "
            "the ORACLE column picks the best epoch on the target test labels and is an upper bound, not a usable rule.")
     s.table(out["summary"], caption="target test accuracy by model and selection rule")
+    s.text(selection_text(out["model_selection"], out["warnings"]))
+    s.table(out["model_selection"], caption="each rule's pick among all models, epochs and rounds (target-only excluded)")
     s.figure(out["figures"]["curves"], "per-epoch source/target test accuracy and domain-classifier accuracy")
     s.figure(out["figures"]["losses"], "training losses per epoch")
     secs.append(s)

@@ -130,6 +130,14 @@ def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: 
         rows.append(summary_row(name, rr, unit="round"))
     run.write_table("summary", rows)
     run.write_table("selection", sel_rows)
+    # picks among every model, epoch and round that never saw a target label
+    pool = {METHOD_LABELS[m]: (r.history, "epoch") for m, r in results.items() if m != "target_only"}
+    pool.update({name: (rr, "round") for name, rr in rounds.items()})
+    across = selection.model_selection_rows(pool)
+    warnings = selection.selection_warnings(pool, baseline=METHOD_LABELS["source_only"])
+    run.write_table("model_selection", across)
+    for w in warnings:
+        log.warning("%s", w)
     hist = {METHOD_LABELS[m]: r.history for m, r in results.items()}
     paths = {"curves": run.save_figure(figures.curves_figure(hist), "curves"),
              "losses": run.save_figure(figures.curves_figure(
@@ -139,5 +147,7 @@ def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: 
                                                                       titles=(domains.source, domains.target)), "samples")}
     if rounds:
         paths["pseudo"] = run.save_figure(figures.rounds_figure(rounds), "pseudo_rounds")
-    run.log_metrics(summary=rows, domains=domains.summary(), protocol=asdict(cfg))
-    return {"results": results, "rounds": rounds, "summary": rows, "selection": sel_rows, "figures": paths}
+    run.log_metrics(summary=rows, model_selection=across, selection_warnings=warnings, domains=domains.summary(),
+                    protocol=asdict(cfg))
+    return {"results": results, "rounds": rounds, "summary": rows, "selection": sel_rows, "model_selection": across,
+            "warnings": warnings, "figures": paths}

@@ -105,3 +105,58 @@ def selection_rows(name: str, history: list[dict], criteria=tuple(CRITERIA)) -> 
                     "target test acc": r.get("target_test_acc"), "source test acc": r.get("source_test_acc"),
                     "uses target labels": "yes (oracle)" if CRITERIA[c][1] else "no"})
     return out
+
+
+# --------------------------------------------------------------------------- across models
+def pick_across(histories: dict[str, tuple[list[dict], str]], criterion: str) -> dict:
+    """The (model, epoch or round) that ``criterion`` picks among every row of every history.
+    ``histories``: model name → (rows, "epoch" or "round"). Ties: the first model, the earliest row."""
+    direction = CRITERIA[criterion][0]
+    best, best_score = None, None
+    for name, (rows, unit) in histories.items():
+        for r in rows:
+            v = r.get(criterion)
+            if v is None or not np.isfinite(v):
+                continue
+            score = v if direction == "max" else -v
+            if best_score is None or score > best_score:
+                best, best_score = {"model": name, "at": f"{unit} {r[unit]}", **r}, score
+    return best or {}
+
+
+def model_selection_rows(histories: dict[str, tuple[list[dict], str]]) -> list[dict]:
+    """One row per rule: the model and epoch/round it picks among all of them, and the target test accuracy
+    there (the ORACLE row uses target labels). Models trained on target labels must not be passed in."""
+    out = []
+    for c in LABEL_FREE + ("target_test_acc",):
+        p = pick_across(histories, c)
+        out.append({"selected by": CRITERIA[c][2], "model": p.get("model"), "at": p.get("at"),
+                    "target test acc": p.get("target_test_acc"), "uses target labels": "yes (oracle)" if CRITERIA[c][1]
+                    else "no"})
+    return out
+
+
+def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: str | None = None) -> list[str]:
+    """Plain sentences, from label-free numbers only: the target-aware rules (DEV, SND) picking different
+    models, and an adapted model that both say is worse on the target than ``baseline`` (source-only)
+    at their last epoch."""
+    notes = []
+    dev, snd = pick_across(histories, "dev_risk"), pick_across(histories, "snd")
+    if dev and snd and (dev["model"], dev["at"]) != (snd["model"], snd["at"]):
+        notes.append(f"The label-free rules disagree: DEV picks {dev['model']} ({dev['at']}), SND picks "
+                     f"{snd['model']} ({snd['at']}); without target labels neither can be confirmed.")
+    if baseline in histories:
+        base = histories[baseline][0][-1]
+        for name, (rows, _) in histories.items():
+            last = rows[-1]
+            if name == baseline or None in (last.get("dev_risk"), last.get("snd"), base.get("dev_risk"), base.get("snd")):
+                continue
+            worse_dev, worse_snd = last["dev_risk"] > base["dev_risk"], last["snd"] < base["snd"]
+            if worse_dev and worse_snd:
+                notes.append(f"Both DEV (estimated target risk {last['dev_risk']:.3g} against {base['dev_risk']:.3g}) and "
+                             f"SND ({last['snd']:.3g} against {base['snd']:.3g}) say that {name} is worse on the target "
+                             f"than {baseline}: the adaptation may have hurt.")
+            elif worse_dev or worse_snd:
+                notes.append(f"{'DEV' if worse_dev else 'SND'} says that {name} is worse on the target than {baseline}, "
+                             f"{'SND' if worse_dev else 'DEV'} says it is better: the label-free evidence is mixed.")
+    return notes
