@@ -11,7 +11,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.generate.conditioning import CondBatchNorm2d, CondBNGenerator, ProjectionDiscriminator
 from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.generate.networks import build_gan, count_parameters
-from cnnlab.generate.steps import batch_independent, d_step, discriminator_loss, generator_loss, r1_penalty
+from cnnlab.generate.steps import d_step, discriminator_loss, generator_loss, r1_penalty
 from cnnlab.generate.train import PRESETS, GANConfig, config_from, train_gan
 from test_generate_helpers import one_thread, patched_judge, tiny_judge  # noqa: F401  (fixtures)
 
@@ -67,42 +67,6 @@ def test_r1_penalty_and_its_gradient_are_analytic():
         d_step(D, opt, real, fake, r1=r1)
         grads[r1] = D.w.grad.clone()
     torch.testing.assert_close(grads[2.0] - grads[0.0], 2.0 * D.w.detach(), rtol=1e-4, atol=1e-5)
-
-
-class _CountingD(nn.Module):
-    """A small conv D (optionally with BatchNorm) that counts its forward passes."""
-
-    def __init__(self, bn: bool):
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(1, 4, 3, 2, 1), *([nn.BatchNorm2d(4)] if bn else []), nn.LeakyReLU(0.2),
-                                  nn.Flatten(), nn.Linear(4 * 2 * 2, 1))
-        self.passes = 0
-
-    def logits(self, x, y=None):
-        self.passes += 1
-        return self.body(x).flatten()
-
-
-@pytest.mark.parametrize("loss", ["bce", "hinge"])
-def test_d_step_scores_real_and_fake_in_one_pass_only_without_batchnorm(loss):
-    torch.manual_seed(0)
-    real, fake = torch.randn(6, 1, 4, 4), torch.randn(6, 1, 4, 4)
-    D = _CountingD(bn=False)
-    ref = _CountingD(bn=False)
-    ref.load_state_dict(D.state_dict())
-    assert batch_independent(D) and not batch_independent(_CountingD(bn=True))
-    out = d_step(D, torch.optim.SGD(D.parameters(), lr=0.1), real, fake, loss=loss)
-    assert D.passes == 1
-    # the course's two passes give the same loss and the same update
-    expect = discriminator_loss(ref.logits(real), ref.logits(fake), loss)
-    expect.backward()
-    assert out["loss_D"].item() == pytest.approx(expect.item(), rel=1e-6)
-    with torch.no_grad():
-        for p, q in zip(D.parameters(), ref.parameters()):
-            torch.testing.assert_close(p, q - 0.1 * q.grad)
-    D_bn = _CountingD(bn=True)  # batch statistics: real and fake keep their own passes
-    d_step(D_bn, torch.optim.SGD(D_bn.parameters(), lr=0.1), real, fake, loss=loss)
-    assert D_bn.passes == 2
 
 
 def test_ema_update_warm_up_and_buffers():

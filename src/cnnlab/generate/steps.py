@@ -17,11 +17,6 @@ Beyond the course (options of ``cnnlab gan train``, measured in docs/checks/part
   E[max(0, 1 + D(G(z)))], G minimises −E[D(G(z))] (``d_loss="hinge"``, G loss ``"hinge"``);
 * the **R1 penalty** (Mescheder et al. 2018): γ/2 · E‖∇ₓD(x)‖² on real images, added to D's loss;
   the caller applies it every k-th step with weight k·γ ("lazy" regularisation, Karras et al. 2020).
-
-A D without BatchNorm (the spectrally normalised one) scores the real and the generated batch in one
-forward pass over both: each image's score does not depend on the rest of its batch, so the losses are
-the course's, at half the passes (and one spectral-norm power iteration per D step instead of two).
-With BatchNorm the two batches keep separate passes, as in the course: their statistics differ.
 """
 
 from __future__ import annotations
@@ -63,11 +58,6 @@ def r1_penalty(out_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     return grad.pow(2).flatten(1).sum(1).mean()
 
 
-def batch_independent(D: nn.Module) -> bool:
-    """True when D scores each image on its own (no BatchNorm), so real and fake may share one pass."""
-    return not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in D.modules())
-
-
 def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake: torch.Tensor,
            y: torch.Tensor | None = None, y_fake: torch.Tensor | None = None, *,
            forward: Forward = contextlib.nullcontext, logits_of: Callable | None = None, loss: str = "bce",
@@ -80,14 +70,9 @@ def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake:
     opt_d.zero_grad(set_to_none=True)
     if r1 > 0:
         real = real.detach().requires_grad_(True)
-    y_fake = y if y_fake is None else y_fake
     with forward():
-        if batch_independent(D):
-            both = logits(torch.cat([real, fake.detach()]), None if y is None else torch.cat([y, y_fake])).float()
-            out_real, out_fake = both[:len(real)], both[len(real):]
-        else:
-            out_real = logits(real, y).float()  # (B,)
-            out_fake = logits(fake.detach(), y_fake).float()  # (B,)
+        out_real = logits(real, y).float()  # (B,)
+        out_fake = logits(fake.detach(), y if y_fake is None else y_fake).float()  # (B,)
     adv = discriminator_loss(out_real, out_fake, loss)
     (adv + 0.5 * r1 * r1_penalty(out_real, real) if r1 > 0 else adv).backward()
     opt_d.step()
