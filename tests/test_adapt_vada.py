@@ -142,6 +142,22 @@ def test_bad_vada_settings_are_clear_errors():
         AdaptConfig(method="vada", ema=1.0)
 
 
+def test_cli_protocol_and_course_config_share_vadas_defaults():
+    """One set of VADA settings: `cnnlab adapt`'s flags, the protocol and course_config agree."""
+    from cnnlab.adapt.protocol import ProtocolConfig
+    from cnnlab.cli import build_parser
+
+    args = build_parser().parse_args(["adapt", "--methods", "dann,vada"])
+    from_cli = {"lr": args.vada_lr, "domain_weight": args.vada_domain_weight,
+                "target_weight": args.vada_target_weight, "vat_radius": args.vat_radius}
+    cfg = ProtocolConfig().config_for("vada")
+    from_protocol = {"lr": cfg.lr.lr0, "domain_weight": cfg.domain_weight, "target_weight": cfg.target_weight,
+                     "vat_radius": cfg.vat_radius}
+    expected = {**dann_mod.VADA_DEFAULTS, "lr": dann_mod.VADA_DEFAULTS["lr"].lr0}
+    assert from_cli == from_protocol == {k: expected[k] for k in from_cli}
+    assert cfg.input_norm and cfg.optimizer == "adam" and cfg.epochs == course_config("dann").epochs
+
+
 def test_dirtt_losses_teacher_term_vanishes_at_the_teacher_and_the_total_adds_up():
     from cnnlab.adapt.dirtt import RefineConfig, dirtt_losses
 

@@ -95,6 +95,20 @@ def test_c_q4_says_helps_hurts_or_no_clear_difference():
     assert "no clear difference" in pseudo_text("pl", 0.7646, 0.7790, 1000)
 
 
+def test_c_beyond_says_whether_vada_beats_dann_and_whether_dirtt_helped():
+    from cnnlab.adapt.lab import beyond_text
+
+    k = "target test acc (last)"
+    better = beyond_text({k: 0.76}, {k: 0.56}, None, 10_000)
+    worse = beyond_text({k: 0.45}, {k: 0.56}, None, 10_000)
+    same = beyond_text({k: 0.561}, {k: 0.560}, None, 10_000)
+    assert "VADA adapts better than DANN" in better and "*worse*" in worse and "no clear difference" in same
+    assert "DIRT-T" not in better
+    assert "a further gain" in beyond_text({k: 0.76}, {k: 0.56}, {k: 0.85}, 10_000)
+    assert "refinement hurt" in beyond_text({k: 0.76}, {k: 0.56}, {k: 0.60}, 10_000)
+    assert "no clear change" in beyond_text({k: 0.76}, {k: 0.56}, {k: 0.7615}, 10_000)
+
+
 def test_c_q4_says_that_the_default_start_was_chosen_with_target_test_labels():
     from cnnlab.adapt.lab import LAST_EPOCH_CAVEAT
 

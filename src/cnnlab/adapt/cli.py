@@ -6,6 +6,7 @@ import argparse
 import logging
 from dataclasses import replace
 
+from cnnlab.adapt.dann import VADA_DEFAULTS
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS
 
@@ -204,12 +205,14 @@ def add_commands(sub) -> None:
     v.add_argument("--input-norm", default="auto", choices=("auto", "course", "instance"),
                    help="input normalisation: auto (instance-normalised images for VADA, the course's MNIST "
                         "mean/std for the others), course, or instance for every method")
-    v.add_argument("--vada-lr", type=float, default=1e-3, help="VADA's Adam learning rate (constant)")
-    v.add_argument("--vada-domain-weight", type=float, default=0.01,
+    v.add_argument("--vada-lr", type=float, default=VADA_DEFAULTS["lr"].lr0,
+                   help="VADA's Adam learning rate (constant)")
+    v.add_argument("--vada-domain-weight", type=float, default=VADA_DEFAULTS["domain_weight"],
                    help="VADA: multiplies the GRL's λ (the feature extractor's share of the domain loss)")
-    v.add_argument("--vada-target-weight", type=float, default=0.01,
+    v.add_argument("--vada-target-weight", type=float, default=VADA_DEFAULTS["target_weight"],
                    help="VADA: weight of the target's conditional entropy and virtual adversarial loss")
-    v.add_argument("--vat-radius", type=float, default=3.5, help="VADA: L2 norm of the virtual adversarial perturbation")
+    v.add_argument("--vat-radius", type=float, default=VADA_DEFAULTS["vat_radius"],
+                   help="VADA: L2 norm of the virtual adversarial perturbation")
     v.add_argument("--dirtt-rounds", type=int, default=2,
                    help="DIRT-T: rounds of target-only refinement after VADA, each from the last one's average (0: none)")
     v.add_argument("--dirtt-epochs", type=int, default=1, help="DIRT-T: passes over the target images per round")

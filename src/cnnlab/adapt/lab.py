@@ -140,13 +140,16 @@ def _run(ctx, run: Run) -> list[Section]:
            f"from {start} (no target label). Pseudo-label precision uses the target labels (reported only).")
     if cfg.select_by == "last":
         s.text(LAST_EPOCH_CAVEAT)
-    for name, rr in out["rounds"].items():
+    for name, rr in ((n, rr) for n, rr in out["rounds"].items() if n.endswith("pseudo-labels")):
         s.table([{k: r.get(k) for k in ("round", "pseudo_labels", "coverage", "pseudo_label_acc", "source_val_acc",
                                         "target_test_acc")} for r in rr], caption=name)
         s.text(pseudo_text(name, rr[0]["target_test_acc"], rr[-1]["target_test_acc"], n_t))
     if "pseudo" in out["figures"]:
         s.figure(out["figures"]["pseudo"], "accuracy per round")
     secs.append(s)
+
+    if "VADA" in rows:
+        secs.append(beyond_section(rows, out, n_t))
 
     ts = st["tsne"]["rows"]
     s = Section("C-tSNE", "t-SNE of the 2352-d features, source-only vs DANN")
@@ -157,6 +160,33 @@ def _run(ctx, run: Run) -> list[Section]:
     s.figure(st["tsne"]["figure"], "blue: source, red: target; numbers at class centres")
     secs.append(s)
     return secs
+
+
+def beyond_section(rows: dict, out: dict, n_t: int) -> Section:
+    """C-beyond: VADA (and DIRT-T after it) next to the course's DANN, from the protocol's summary rows."""
+    s = Section("C-beyond", "Beyond the course: VADA and DIRT-T")
+    s.text("VADA (Shu et al. 2018) trains DANN's network and domain loss with two more target terms: the "
+           "conditional entropy of the target predictions and virtual adversarial training (the prediction may not "
+           "change under the worst small perturbation), on instance-normalised inputs, and evaluates the weights' "
+           "moving average. DIRT-T then refines it on the target alone, each round staying close to the previous "
+           "round's model. Settings fixed in advance for every pair (docs/checks/part_c.md). "
+           + beyond_text(rows.get("VADA", {}), rows.get("DANN", {}), rows.get("VADA + DIRT-T"), n_t))
+    s.table([rows[k] for k in ("source only", "DANN", "VADA", "VADA + DIRT-T") if k in rows],
+            caption="the course's DANN and the methods beyond it, same table as above")
+    return s
+
+
+def beyond_text(vada: dict, dann: dict, dirtt: dict | None, n_target: int) -> str:
+    key = "target test acc (last)"
+    c = compare_accuracies(vada.get(key), dann.get(key), n_target)
+    text = (f"Target test accuracy at the last epoch: VADA {pct(vada.get(key))}, DANN {pct(dann.get(key))}: "
+            + c.says("VADA adapts better than DANN here", "VADA is *worse* than DANN here",
+                     "no clear difference between VADA and DANN") + f" ({c.threshold}).")
+    if dirtt:
+        r = compare_accuracies(dirtt.get(key), vada.get(key), n_target)
+        text += (f" After DIRT-T: {pct(dirtt.get(key))}, "
+                 + r.says("a further gain", "a loss: the refinement hurt here", "no clear change") + ".")
+    return text
 
 
 # --------------------------------------------------------------------------- sentences from numbers
