@@ -63,7 +63,8 @@ def main(argv=None) -> int:
     for item in args.set:
         key, _, value = item.partition("=")
         method, _, field = key.partition(".")
-        overrides.setdefault(method, {})[field] = type(getattr(course_config(method), field))(value)
+        kind = type(getattr(course_config(method), field))
+        overrides.setdefault(method, {})[field] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
     source = args.source or ("mnist" if args.data_root else "mnist-embedded")
     print(f"threads {torch.get_num_threads()}; overrides {overrides}", flush=True)
     rows = []

@@ -31,3 +31,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(module, "name", n)``: the n-th call of ``module.name`` raises KeyboardInterrupt (what
+    Ctrl-C raises mid-run); returns a function that puts the real one back, for the resumed run."""
+    def patch(module, name: str, n: int):
+        real, calls = getattr(module, name), [0]
+
+        def interrupting(*a, **k):
+            calls[0] += 1
+            if calls[0] == n:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(module, name, interrupting)
+        return lambda: monkeypatch.setattr(module, name, real)
+    return patch

@@ -85,22 +85,13 @@ def _cfg(**kw):
                                lambda_schedule=LambdaSchedule("paper"), lr=LRSchedule("paper")), **kw)
 
 
-def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+def test_resume_equals_uninterrupted_run(tmp_path, interrupt_at):
     d = tiny_domains()
     full = train_adapt(d, _cfg(), out=tmp_path / "a")
-    calls = {"n": 0}
-    real = dann_mod.dann_losses
-
-    def interrupt_in_epoch_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:  # 3 steps per epoch: the first step of epoch 2
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(dann_mod, "dann_losses", interrupt_in_epoch_2)
+    restore = interrupt_at(dann_mod, "dann_losses", 4)  # 3 steps per epoch: the first step of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train_adapt(d, _cfg(), out=tmp_path / "b")
-    monkeypatch.setattr(dann_mod, "dann_losses", real)
+    restore()
     resumed = train_adapt(d, _cfg(), out=tmp_path / "b", resume=True)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)

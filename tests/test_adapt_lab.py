@@ -17,7 +17,7 @@ def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):
 
     sections = run_lab(LabContext(out=tmp_path, dry_run=True))
     qids = [s.qid for s in sections]
-    assert {"C-setup", "C-results", "C-Q1", "C-Q2", "C-Q3", "C-Q4", "C-tSNE"} <= set(qids)
+    assert {"C-setup", "C-results", "C-Q1", "C-Q2", "C-Q3", "C-Q4", "C-beyond", "C-tSNE"} <= set(qids)
     tables = [b["table"] for s in sections for b in s.blocks if "table" in b]
     nums = [v for t in tables for row in t for v in row.values() if isinstance(v, float)]
     assert len(nums) > 20 and all(math.isfinite(v) for v in nums)
@@ -26,6 +26,9 @@ def test_run_lab_dry_run_has_numbers_and_figures(tmp_path):
     # C-Q4 says where self-training started, and that is where it did (the default rule: the last epoch)
     q4 = " ".join(b["text"] for b in sections[qids.index("C-Q4")].blocks if "text" in b)
     assert "starting from the last epoch" in q4, q4
+    # beyond the course: VADA and its DIRT-T refinement sit in the same table as DANN, and C-beyond compares them
+    models = [row["model"] for row in sections[qids.index("C-beyond")].blocks[1]["table"]]
+    assert models == ["source only", "DANN", "VADA", "VADA + DIRT-T"], models
     figs = [Path(b["figure"]) for s in sections for b in s.blocks if "figure" in b]
     assert len(figs) >= 7
     for f in figs:

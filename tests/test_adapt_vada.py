@@ -103,10 +103,11 @@ def _vada(**kw):
     return replace(course_config("vada", epochs=2, batch_size=16, dev_samples=16), **kw)
 
 
-def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp_path, monkeypatch):
+def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp_path, interrupt_at):
     d = tiny_domains()
     cfg = _vada()
-    assert cfg.optimizer == "adam" and cfg.input_norm and cfg.ema == 0.998 and cfg.domain_weight == 0.01
+    assert cfg.optimizer == "adam" and cfg.input_norm and cfg.ema == 0.998
+    assert cfg.domain_weight == 1.0 and cfg.target_weight == 0.01  # λ_d chosen on the development pair
     full = train_adapt(d, cfg, out=tmp_path / "a")
     assert [r["epoch"] for r in full.history] == [1, 2]
     assert {"target_entropy_loss", "target_vat_loss", "domain_acc", "target_test_acc"} <= set(full.history[-1])
@@ -115,19 +116,10 @@ def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp
     for k, v in full.model.state_dict().items():  # what is evaluated and kept is the average
         assert torch.equal(saved[k], v), k
     assert full.load_epoch(2).input_norm
-    calls = {"n": 0}
-    real = dann_mod.vada_losses
-
-    def interrupt_in_epoch_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 4:  # 3 steps per epoch: the first step of epoch 2
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(dann_mod, "vada_losses", interrupt_in_epoch_2)
+    restore = interrupt_at(dann_mod, "vada_losses", 4)  # 3 steps per epoch: the first step of epoch 2
     with pytest.raises(KeyboardInterrupt):
         train_adapt(d, cfg, out=tmp_path / "b")
-    monkeypatch.setattr(dann_mod, "vada_losses", real)
+    restore()
     resumed = train_adapt(d, cfg, out=tmp_path / "b", resume=True)
     for (k, a), b in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), k
@@ -173,7 +165,7 @@ def test_dirtt_losses_teacher_term_vanishes_at_the_teacher_and_the_total_adds_up
     assert dirtt_losses(net, other, xt, cfg)["teacher_kl"].item() > 0
 
 
-def test_dirtt_rounds_train_on_the_target_only_and_resume_exactly(tmp_path, monkeypatch):
+def test_dirtt_rounds_train_on_the_target_only_and_resume_exactly(tmp_path, interrupt_at):
     from cnnlab.adapt import dirtt as dirtt_mod
     from cnnlab.adapt.dirtt import RefineConfig, refine
 
@@ -192,19 +184,10 @@ def test_dirtt_rounds_train_on_the_target_only_and_resume_exactly(tmp_path, monk
     for k, v in torch.load(tmp_path / "a" / "r" / "round2.pt", weights_only=True).items():
         assert torch.equal(w2[k], v), k
     assert [r["target_test_acc"] for r in rows2] == [r["target_test_acc"] for r in rows]
-    calls = {"n": 0}
-    real = dirtt_mod.dirtt_losses
-
-    def interrupt_in_round_2(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 5:  # 3 steps a round: the second step of round 2
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(dirtt_mod, "dirtt_losses", interrupt_in_round_2)
+    restore = interrupt_at(dirtt_mod, "dirtt_losses", 5)  # 3 steps a round: the second step of round 2
     with pytest.raises(KeyboardInterrupt):
         refine(start, d, cfg, out=tmp_path / "b", name="r")
-    monkeypatch.setattr(dirtt_mod, "dirtt_losses", real)
+    restore()
     resumed = refine(start, d, cfg, out=tmp_path / "b", name="r", resume=True)
     wb = torch.load(tmp_path / "b" / "r" / "round2.pt", weights_only=True)
     for k, v in torch.load(tmp_path / "a" / "r" / "round2.pt", weights_only=True).items():

@@ -135,7 +135,7 @@ def test_wide_tables_scroll_in_the_html_report(tmp_path):
 
 
 def test_each_part_opens_with_its_setup_section(tmp_path):
-    qids = ["A-Q2", "C-tSNE", "A-setup", "C-Q1", "A-Q10", "C-setup", "A-Q1", "C-results"]
+    qids = ["A-Q2", "C-beyond", "C-tSNE", "A-setup", "C-Q1", "A-Q10", "C-setup", "A-Q1", "C-results"]
     md, _ = write_report(tmp_path, [Section(q, q).text("x") for q in qids])
     order = re.findall(r"^### ([A-D]-\w+):", md.read_text(encoding="utf-8"), re.M)
-    assert order == ["A-setup", "A-Q1", "A-Q2", "A-Q10", "C-setup", "C-Q1", "C-results", "C-tSNE"]
+    assert order == ["A-setup", "A-Q1", "A-Q2", "A-Q10", "C-setup", "C-Q1", "C-results", "C-tSNE", "C-beyond"]

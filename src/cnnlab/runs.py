@@ -127,6 +127,20 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def finished_round(folder: Path, r: int, net: torch.nn.Module, *, resume: bool, device) -> dict | None:
+    """Round ``r`` of a round-based stage (pseudo-labels, DIRT-T) when a resumed run had finished it before
+    an interruption: its weights (``round<r>.pt``) go into ``net`` and its row (``rounds.json``) is returned.
+    None when the round still has to be trained."""
+    done, weights = folder / "rounds.json", folder / f"round{r}.pt"
+    if not (resume and weights.exists() and done.exists()):
+        return None
+    rows = read_json(done)
+    if len(rows) <= r:
+        return None
+    net.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    return rows[r]
+
+
 # --------------------------------------------------------------------------- seeds, devices, versions
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch; return a fresh ``torch.Generator`` for code that takes one."""

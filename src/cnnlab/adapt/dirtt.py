@@ -29,7 +29,7 @@ from cnnlab.data import gather_batches, index_batches
 from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import autocast_for, fused_optimizer
-from cnnlab.runs import read_json, save_torch, write_json
+from cnnlab.runs import finished_round, save_torch, write_json
 from cnnlab.train import TrainState, fit
 
 log = logging.getLogger("cnnlab")
@@ -91,9 +91,8 @@ def refine(start: DANNNet, domains: DomainPair, config: RefineConfig, *, out: st
         raise CnnlabError(f"DIRT-T batch {config.batch_size} is larger than the target training set ({len(t_img)})")
     done = folder / "rounds.json"
     for r in range(1, config.rounds + 1):
-        if resume and (folder / f"round{r}.pt").exists() and done.exists() and len(read_json(done)) > r:
-            teacher.load_state_dict(torch.load(folder / f"round{r}.pt", map_location=device, weights_only=True))
-            rows.append(read_json(done)[r])  # finished before an interruption
+        if (row := finished_round(folder, r, teacher, resume=resume, device=device)) is not None:
+            rows.append(row)
             continue
         student = copy.deepcopy(teacher).train()
         for p in student.parameters():

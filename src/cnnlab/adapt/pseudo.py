@@ -28,7 +28,7 @@ from cnnlab.adapt.networks import DANNNet
 from cnnlab.data import gather_batches, index_batches
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import autocast_for, fused_optimizer
-from cnnlab.runs import read_json, save_torch, write_json
+from cnnlab.runs import finished_round, save_torch, write_json
 from cnnlab.train import TrainState, fit
 
 log = logging.getLogger("cnnlab")
@@ -90,9 +90,8 @@ def self_train(start: DANNNet, domains: DomainPair, config: PseudoConfig, *, out
     b = config.batch_size
     done = folder / "rounds.json"
     for r in range(1, config.rounds + 1):
-        if resume and (folder / f"round{r}.pt").exists() and done.exists() and len(read_json(done)) > r:
-            net.load_state_dict(torch.load(folder / f"round{r}.pt", map_location=device, weights_only=True))
-            rows.append(read_json(done)[r])  # finished before an interruption
+        if (row := finished_round(folder, r, net, resume=resume, device=device)) is not None:
+            rows.append(row)
             continue
         net.eval()
         with torch.no_grad():

@@ -163,10 +163,10 @@ PART_TITLES = {"A": "Part A: transfer learning by feature extraction", "B": "Par
 
 def _qkey(qid: str):
     """Report order: a part's "setup" section (which data, which budget) first, then its questions in
-    number order, then its other sections (C-results, C-tSNE) by name."""
+    number order, then its other sections (C-results, C-tSNE) by name, and what goes beyond the course last."""
     part, _, rest = qid.partition("-")
     m = re.match(r"Q(\d+)", rest)
-    return (part, -1 if rest == "setup" else int(m.group(1)) if m else 999, rest)
+    return (part, -1 if rest == "setup" else 1000 if rest == "beyond" else int(m.group(1)) if m else 999, rest)
 
 
 def write_report(out_dir: str | os.PathLike, sections: list[Section], *, title: str = "cnnlab report",
