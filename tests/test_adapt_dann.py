@@ -48,12 +48,16 @@ def _grads(net, loss):
     return {k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None}
 
 
-def test_dann_step_updates_features_with_the_reversed_domain_gradient():
+def tiny_step_inputs(n=8):
+    """A seeded DANN network and one preprocessed source batch (images, labels) and target batch."""
     torch.manual_seed(0)
     net = DANNNet()
-    d = tiny_domains(8)
-    xs, ys = preprocess(d.source_train.images[:8]), d.source_train.labels[:8]
-    xt = preprocess(d.target_train.images[:8])
+    d = tiny_domains(n)
+    return net, preprocess(d.source_train.images[:n]), d.source_train.labels[:n], preprocess(d.target_train.images[:n])
+
+
+def test_dann_step_updates_features_with_the_reversed_domain_gradient():
+    net, xs, ys, xt = tiny_step_inputs()
     lam, lr = 0.7, 0.05
     # oracle: separate gradients of the two losses without any GRL
     ref = copy.deepcopy(net)

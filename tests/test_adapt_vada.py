@@ -13,7 +13,7 @@ from cnnlab.adapt.dann import AdaptConfig, course_config, dann_losses, train_ada
 from cnnlab.adapt.domains import preprocess
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt.vada import conditional_entropy, kl_from_logits, vada_losses, vat_perturbation
-from test_adapt_dann import tiny_domains
+from test_adapt_dann import tiny_domains, tiny_step_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -78,11 +78,7 @@ def test_instance_normalised_net_ignores_each_images_colour_and_contrast():
 
 
 def test_vada_losses_are_danns_plus_the_target_terms():
-    torch.manual_seed(0)
-    net = DANNNet()
-    d = tiny_domains(8)
-    xs, ys = preprocess(d.source_train.images[:8]), d.source_train.labels[:8]
-    xt = preprocess(d.target_train.images[:8])
+    net, xs, ys, xt = tiny_step_inputs()
     ref = dann_losses(net, xs, ys, xt, 0.5)
     out = vada_losses(net, xs, ys, xt, 0.5, radius=3.5, target_weight=0.25, generator=torch.Generator().manual_seed(0))
     for k in ("class_loss", "domain_loss", "class_acc", "domain_acc"):  # the one pass computes DANN's terms
