@@ -64,7 +64,8 @@ def main(argv=None) -> int:
         key, _, value = item.partition("=")
         method, _, field = key.partition(".")
         kind = type(getattr(course_config(method), field))
-        overrides.setdefault(method, {})[field] = (value.lower() in ("1", "true", "yes")) if kind is bool else kind(value)
+        parsed = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)  # bool("false") is True
+        overrides.setdefault(method, {})[field] = parsed
     source = args.source or ("mnist" if args.data_root else "mnist-embedded")
     print(f"threads {torch.get_num_threads()}; overrides {overrides}", flush=True)
     rows = []

@@ -38,16 +38,15 @@ LAB_METHODS = ("source_only", "dann", "vada", "target_only")
 def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, int]:
     """(protocol, images per split or None for all, t-SNE points per domain) for the lab's mode."""
     b = ctx.budget
+    common = dict(seed=ctx.seed, source_only_epochs=b(10, 3, 1), pseudo_from=("dann",), methods=LAB_METHODS,
+                  refine=RefineConfig(rounds=b(2, 1, 1)))
     if course or ctx.course_budgets:  # the course's protocol (on the embedded data too, on a GPU)
-        cfg = ProtocolConfig(seed=ctx.seed, source_only_epochs=b(10, 3, 1), dann_epochs=b(20, 6, 1),
-                             target_only_epochs=b(10, 3, 1), dev_samples=b(2000, 1000, 100),
-                             pseudo=PseudoConfig(rounds=b(3, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.9, 0.0)),
-                             pseudo_from=("dann",), methods=LAB_METHODS, refine=RefineConfig(rounds=b(2, 1, 1)))
+        cfg = ProtocolConfig(**common, dann_epochs=b(20, 6, 1), target_only_epochs=b(10, 3, 1),
+                             dev_samples=b(2000, 1000, 100),
+                             pseudo=PseudoConfig(rounds=b(3, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.9, 0.0)))
         return cfg, b(None, 10_000, 512), b(1000, 500, 60)
-    cfg = ProtocolConfig(seed=ctx.seed, source_only_epochs=b(10, 3, 1), dann_epochs=b(8, 4, 1),
-                         target_only_epochs=b(8, 3, 1), dev_samples=b(500, 300, 100),
-                         pseudo=PseudoConfig(rounds=b(2, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.5, 0.0)),
-                         pseudo_from=("dann",), methods=LAB_METHODS, refine=RefineConfig(rounds=b(2, 1, 1)))
+    cfg = ProtocolConfig(**common, dann_epochs=b(8, 4, 1), target_only_epochs=b(8, 3, 1), dev_samples=b(500, 300, 100),
+                         pseudo=PseudoConfig(rounds=b(2, 1, 1), epochs_per_round=1, threshold=b(0.9, 0.5, 0.0)))
     return cfg, b(None, 1200, 192), b(500, 300, 60)
 
 
@@ -95,8 +94,8 @@ def _run(ctx, run: Run) -> list[Section]:
     s.text(("**Data: the course's** (MNIST and BSDS500 from `--data-root`). " if course else
             "**Data: the embedded offline default** (`--data-root` holding MNIST/ and BSDS500/ gives the course's "
             "protocol). ") + f"Budget: source-only {cfg.source_only_epochs}, DANN {cfg.dann_epochs}, target-only "
-           f"{cfg.target_only_epochs} epochs (course: 10, 20, 10), {cfg.pseudo.rounds} pseudo-labelling round(s); beyond "
-           f"the course, VADA with DANN's epochs and {cfg.refine.rounds} DIRT-T round(s).")
+           f"{cfg.target_only_epochs} epochs (course: 10, 20, 10), {cfg.pseudo.rounds} pseudo-labelling "
+           f"round(s); beyond the course, VADA with DANN's epochs and {cfg.refine.rounds} DIRT-T round(s).")
     s.text(f"Source: `{d['source']}` ({d['n_source_train']} training digits, {d['n_source_val']} held out for "
            f"label-free model selection, {d['n_source_test']} test). Target: MNIST-M built by cnnlab from the same "
            f"digits and {d['photos']} (seeded builder, |crop − binarised digit|), {d['n_target_train']} unlabelled "
@@ -151,7 +150,7 @@ def _run(ctx, run: Run) -> list[Section]:
                                         "target_test_acc")} for r in rr], caption=name)
         s.text(pseudo_text(name, rr[0]["target_test_acc"], rr[-1]["target_test_acc"], n_t))
     if "pseudo" in out["figures"]:
-        s.figure(out["figures"]["pseudo"], "accuracy per round")
+        s.figure(out["figures"]["pseudo"], "accuracy per round (pseudo-labelling, and DIRT-T's rounds when VADA ran)")
     secs.append(s)
 
     if "VADA" in rows:
