@@ -40,6 +40,9 @@ def _worker(rank, world, port, out, epochs=3, ckpt=None, resume=False):
                               checkpoint=ckpt, resume=resume)
         if rank == 0 and out:
             torch.save({"state": m.state_dict(), "history": st.history}, out)
+        # every rank reaches here before any tears gloo down: one CI run saw a rank abort at exit
+        # ("terminate called without an active exception") when rank 0 destroyed the group first
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
