@@ -39,6 +39,12 @@ def _picks(row: dict, history: list[dict], key: str) -> dict:
     return row
 
 
+def _trace(row: dict) -> None:
+    """One line per epoch: a late collapse shows here before the summary row."""
+    keys = ("source_val_acc", "target_test_acc", "domain_acc")
+    print(f"    epoch {row['epoch']:2d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in keys if k in row), flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=None, help="folder with MNIST/raw and BSDS500 (default: embedded data)")
@@ -79,7 +85,7 @@ def main(argv=None) -> int:
                     if args.epochs:
                         cfg = replace(cfg, epochs=args.epochs)
                     t0 = time.perf_counter()
-                    res = train_adapt(d, cfg, out=f"{tmp}/{target}-{seed}", name=method)
+                    res = train_adapt(d, cfg, out=f"{tmp}/{target}-{seed}", name=method, on_epoch_end=_trace)
                     row = {"target": target, "seed": seed, "method": method, "wall_s": time.perf_counter() - t0}
                     rows.append(_picks(row, res.history, "epoch"))
                     if method == "vada" and args.dirtt_rounds:

@@ -91,6 +91,10 @@ def test_picks_across_models_and_the_warnings_follow_the_numbers():
     assert any("say that VADA is worse" in n and "may have hurt" in n for n in selection_warnings(pool, "source only"))
     pool["VADA"][0][1].update(snd=6.0)
     assert any("DEV says that VADA is worse" in n and "mixed" in n for n in selection_warnings(pool, "source only"))
+    # source validation accuracy: 0.98 against 0.99 is no clear difference on 500 images, clear on 20,000
+    assert not any("learned the labelled source task" in n for n in selection_warnings(pool, "source only", n_val=500))
+    notes = [n for n in selection_warnings(pool, "source only", n_val=20000) if "learned the labelled" in n]
+    assert len(notes) == 2 and "VADA learned" in notes[0] and "98.0% against 99.0%" in notes[0]
 
 
 def test_selection_text_says_agreement_or_repeats_the_warnings():

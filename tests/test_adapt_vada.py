@@ -13,7 +13,7 @@ from cnnlab.adapt.dann import AdaptConfig, course_config, dann_losses, train_ada
 from cnnlab.adapt.domains import preprocess
 from cnnlab.adapt.networks import DANNNet
 from cnnlab.adapt.vada import conditional_entropy, kl_from_logits, vada_losses, vat_perturbation
-from test_adapt_dann import tiny_domains, tiny_step_inputs
+from test_adapt_dann import _grads, tiny_domains, tiny_step_inputs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
@@ -95,6 +95,34 @@ def test_vada_losses_are_danns_plus_the_target_terms():
     torch.testing.assert_close(with_src["total"], expect + with_src["source_vat_loss"])
 
 
+def test_confusion_adversary_trains_the_head_on_true_domains_and_the_features_on_flipped_ones():
+    """Shu et al.'s domain confusion: ∂total/∂head = ∂BCE(head(f), d)/∂head with f held fixed;
+    ∂total/∂features = ∂[CE + λ·BCE(head(f), 1 − d)]/∂features with the head held fixed."""
+    import torch.nn.functional as F
+
+    net, xs, ys, xt = tiny_step_inputs()
+    lam = 0.7
+    out = vada_losses(net, xs, ys, xt, lam, radius=3.5, target_weight=0.0, adversary="confusion",
+                      generator=torch.Generator().manual_seed(0))
+    got = _grads(net, out["total"])
+    d = torch.cat([torch.ones(len(xs)), torch.zeros(len(xt))])
+    f = net.features(torch.cat([xs, xt]))
+    head = _grads(net, F.binary_cross_entropy_with_logits(net.domain(f.detach()).squeeze(1), d))
+    f = net.features(torch.cat([xs, xt]))
+    feats = _grads(net, F.cross_entropy(net.classifier(f[:len(xs)]), ys)
+                   + lam * F.binary_cross_entropy_with_logits(net.domain(f).squeeze(1), 1 - d))
+    for k, g in got.items():
+        want = head[k] if k.startswith("domain.") else feats[k]
+        torch.testing.assert_close(g, want, rtol=1e-4, atol=1e-6, msg=k)
+    assert all(got[k].abs().sum() > 0 for k in got if k.startswith(("domain.", "features.")))
+    # the head's own loss is the GRL variant's domain loss: the same forward, only the gradients differ
+    grl = vada_losses(net, xs, ys, xt, lam, radius=3.5, target_weight=0.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out["domain_loss"], grl["domain_loss"])
+    assert "confusion_loss" not in grl
+    with pytest.raises(Exception, match="choose one of grl, confusion"):
+        AdaptConfig(method="vada", adversary="wgan")
+
+
 def _vada(**kw):
     return replace(course_config("vada", epochs=2, batch_size=16, dev_samples=16), **kw)
 
@@ -121,6 +149,35 @@ def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp
         assert torch.equal(a, b), k
 
 
+def test_source_length_epochs_cycle_a_small_target_set(tmp_path, monkeypatch):
+    """VADA's epoch is one pass over the source: a 20-image target set is drawn again and again (every
+    image in each pass); the course's "shorter" epoch would stop after 20 // 8 = 2 steps."""
+    from cnnlab.adapt.domains import DomainPair
+    from test_adapt_dann import _set
+
+    d = tiny_domains(48)
+    d = DomainPair(d.source_train, d.source_val, d.source_test, _set(20, 3, 3, "t"), d.target_test, "s", "t")
+    seen = []
+    real = dann_mod.vada_losses
+
+    def spy(net, xs, ys, xt, *a, **kw):
+        seen.append(xt.clone())
+        return real(net, xs, ys, xt, *a, **kw)
+
+    monkeypatch.setattr(dann_mod, "vada_losses", spy)
+    train_adapt(d, _vada(epochs=1, batch_size=8), out=tmp_path / "a")
+    assert len(seen) == 48 // 8  # source steps, not the target's 2
+    images = preprocess(d.target_train.images)
+    rows = [int((images - x).flatten(1).abs().sum(1).argmin()) for batch in seen for x in batch]
+    assert len(rows) == 48 and all(len(set(rows[k:k + 16])) == 16 for k in (0, 16, 32))  # passes of 16 distinct
+    assert len(set(rows)) > 16  # each pass a new permutation: images left out of one come back in another
+    seen.clear()
+    train_adapt(d, _vada(epochs=1, batch_size=8, epoch_length="shorter"), out=tmp_path / "b")
+    assert len(seen) == 20 // 8
+    with pytest.raises(Exception, match="choose one of shorter, source"):
+        AdaptConfig(method="vada", epoch_length="target")
+
+
 def test_bad_vada_settings_are_clear_errors():
     from cnnlab.errors import CnnlabError
 
@@ -136,11 +193,11 @@ def test_cli_protocol_and_course_config_share_vadas_defaults():
     from cnnlab.cli import build_parser
 
     args = build_parser().parse_args(["adapt", "--methods", "dann,vada"])
-    from_cli = {"lr": args.vada_lr, "domain_weight": args.vada_domain_weight,
+    from_cli = {"lr": args.vada_lr, "domain_weight": args.vada_domain_weight, "adversary": args.vada_adversary,
                 "target_weight": args.vada_target_weight, "vat_radius": args.vat_radius}
     cfg = ProtocolConfig().config_for("vada")
-    from_protocol = {"lr": cfg.lr.lr0, "domain_weight": cfg.domain_weight, "target_weight": cfg.target_weight,
-                     "vat_radius": cfg.vat_radius}
+    from_protocol = {"lr": cfg.lr.lr0, "domain_weight": cfg.domain_weight, "adversary": cfg.adversary,
+                     "target_weight": cfg.target_weight, "vat_radius": cfg.vat_radius}
     expected = {**dann_mod.VADA_DEFAULTS, "lr": dann_mod.VADA_DEFAULTS["lr"].lr0}
     assert from_cli == from_protocol == {k: expected[k] for k in from_cli}
     assert cfg.input_norm and cfg.optimizer == "adam" and cfg.epochs == course_config("dann").epochs

@@ -6,7 +6,7 @@ import argparse
 import logging
 from dataclasses import replace
 
-from cnnlab.adapt.dann import VADA_DEFAULTS
+from cnnlab.adapt.dann import ADVERSARIES, VADA_DEFAULTS
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS
 
@@ -69,7 +69,8 @@ def _protocol_config(args):
                          precision=args.precision, compile=args.compile, methods=methods, pseudo=pseudo,
                          pseudo_from=_method_list(args.pl_from),
                          select_by=args.pl_select, input_norm=args.input_norm, vada_lr=args.vada_lr,
-                         vada_domain_weight=args.vada_domain_weight, vada_target_weight=args.vada_target_weight,
+                         vada_domain_weight=args.vada_domain_weight, vada_adversary=args.vada_adversary,
+                         vada_target_weight=args.vada_target_weight,
                          vat_radius=args.vat_radius,
                          refine=RefineConfig(rounds=args.dirtt_rounds, epochs_per_round=args.dirtt_epochs),
                          refine_from=_method_list(args.dirtt_from))
@@ -208,7 +209,10 @@ def add_commands(sub) -> None:
     v.add_argument("--vada-lr", type=float, default=VADA_DEFAULTS["lr"].lr0,
                    help="VADA's Adam learning rate (constant)")
     v.add_argument("--vada-domain-weight", type=float, default=VADA_DEFAULTS["domain_weight"],
-                   help="VADA: multiplies the GRL's λ (the feature extractor's share of the domain loss)")
+                   help="VADA: multiplies λ (the feature extractor's share of the domain loss, through the confusion loss or the GRL)")
+    v.add_argument("--vada-adversary", default=VADA_DEFAULTS["adversary"], choices=ADVERSARIES,
+                   help="how VADA's features learn from the domain head: grl (gradient reversal, as the course's "
+                        "DANN) or confusion (flipped domain labels against a frozen head, as Shu et al.'s code)")
     v.add_argument("--vada-target-weight", type=float, default=VADA_DEFAULTS["target_weight"],
                    help="VADA: weight of the target's conditional entropy and virtual adversarial loss")
     v.add_argument("--vat-radius", type=float, default=VADA_DEFAULTS["vat_radius"],

@@ -154,7 +154,7 @@ def _run(ctx, run: Run) -> list[Section]:
     secs.append(s)
 
     if "VADA" in rows:
-        secs.append(beyond_section(rows, out, n_t))
+        secs.append(beyond_section(rows, out, n_t, adversary=cfg.vada_adversary))
 
     ts = st["tsne"]["rows"]
     s = Section("C-tSNE", "t-SNE of the 2352-d features, source-only vs DANN")
@@ -167,10 +167,18 @@ def _run(ctx, run: Run) -> list[Section]:
     return secs
 
 
-def beyond_section(rows: dict, out: dict, n_t: int) -> Section:
+ADVERSARY_TEXT = {
+    "confusion": "DANN's network and domain head, its features trained to swap the head's domain labels (the "
+                 "authors' confusion loss, in place of the gradient reversal: through the reversal, full-size "
+                 "training collapsed to chance),",
+    "grl": "DANN's network and gradient-reversed domain loss,",
+}
+
+
+def beyond_section(rows: dict, out: dict, n_t: int, adversary: str = "confusion") -> Section:
     """C-beyond: VADA (and DIRT-T after it) next to the course's DANN, from the protocol's summary rows."""
     s = Section("C-beyond", "Beyond the course: VADA and DIRT-T")
-    s.text("VADA (Shu et al. 2018) trains DANN's network and domain loss with two more target terms: the "
+    s.text(f"VADA (Shu et al. 2018) trains {ADVERSARY_TEXT[adversary]} with two more target terms: the "
            "conditional entropy of the target predictions and virtual adversarial training (the prediction may not "
            "change under the worst small perturbation), on instance-normalised inputs, and evaluates the weights' "
            "moving average. DIRT-T then refines it on the target alone, each round staying close to the previous "

@@ -48,6 +48,7 @@ class ProtocolConfig:
     input_norm: str = "auto"  # auto (instance for VADA, the course's for the others), course, instance
     vada_lr: float = VADA_DEFAULTS["lr"].lr0  # Adam's constant learning rate
     vada_domain_weight: float = VADA_DEFAULTS["domain_weight"]
+    vada_adversary: str = VADA_DEFAULTS["adversary"]
     vada_target_weight: float = VADA_DEFAULTS["target_weight"]
     vat_radius: float = VADA_DEFAULTS["vat_radius"]
 
@@ -62,7 +63,8 @@ class ProtocolConfig:
         extra = {}
         if method == "vada":
             extra = dict(lr=LRSchedule("constant", self.vada_lr), domain_weight=self.vada_domain_weight,
-                         target_weight=self.vada_target_weight, vat_radius=self.vat_radius)
+                         adversary=self.vada_adversary, target_weight=self.vada_target_weight,
+                         vat_radius=self.vat_radius)
         if self.input_norm != "auto":
             extra["input_norm"] = self.input_norm == "instance"
         return course_config(method, **{"lr": self.lr, **extra}, epochs=epochs, batch_size=batch, seed=self.seed,
@@ -134,7 +136,8 @@ def run_protocol(run: Run, domains: DomainPair, cfg: ProtocolConfig, *, device: 
     pool = {METHOD_LABELS[m]: (r.history, "epoch") for m, r in results.items() if m != "target_only"}
     pool.update({name: (rr, "round") for name, rr in rounds.items()})
     across = selection.model_selection_rows(pool)
-    warnings = selection.selection_warnings(pool, baseline=METHOD_LABELS["source_only"])
+    warnings = selection.selection_warnings(pool, baseline=METHOD_LABELS["source_only"],
+                                            n_val=len(domains.source_val))
     run.write_table("model_selection", across)
     for w in warnings:
         log.warning("%s", w)

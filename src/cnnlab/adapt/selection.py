@@ -136,10 +136,14 @@ def model_selection_rows(histories: dict[str, tuple[list[dict], str]]) -> list[d
     return out
 
 
-def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: str | None = None) -> list[str]:
+def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: str | None = None,
+                       n_val: int | None = None) -> list[str]:
     """Plain sentences, from label-free numbers only: the target-aware rules (DEV, SND) picking different
-    models, and an adapted model that both say is worse on the target than ``baseline`` (source-only)
-    at their last epoch."""
+    models, an adapted model that both say is worse on the target than ``baseline`` (source-only)
+    at their last epoch, and (given ``n_val``, the source validation images) an adapted model whose
+    source validation accuracy is clearly below the baseline's."""
+    from cnnlab.report.claims import compare_accuracies
+
     notes = []
     dev, snd = pick_across(histories, "dev_risk"), pick_across(histories, "snd")
     if dev and snd and (dev["model"], dev["at"]) != (snd["model"], snd["at"]):
@@ -151,6 +155,13 @@ def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: s
             last = rows[-1]
             if name == baseline or None in (last.get("dev_risk"), last.get("snd"), base.get("dev_risk"), base.get("snd")):
                 continue
+            src = compare_accuracies(last.get("source_val_acc"), base.get("source_val_acc"), n_val) if n_val else None
+            if src is not None and src.sign < 0:
+                notes.append(f"{name} learned the labelled source task clearly less well than {baseline} (source "
+                             f"validation accuracy {last['source_val_acc']:.1%} against {base['source_val_acc']:.1%} "
+                             f"at the last epoch; {src.basis}): too few steps (a small target set ends epochs that "
+                             "stop at the shorter domain early) or a domain term that pulls the features away from "
+                             "the labels. Its target accuracy is suspect too.")
             worse_dev, worse_snd = last["dev_risk"] > base["dev_risk"], last["snd"] < base["snd"]
             if worse_dev and worse_snd:
                 notes.append(f"Both DEV (estimated target risk {last['dev_risk']:.3g} against {base['dev_risk']:.3g}) and "

@@ -13,7 +13,11 @@ One step on a source batch (xs, ys) and a target batch xt:
 
     r_t    = radius · unit(∇_d KL(p(xt) ‖ p(xt + ξ·d)))       d random, ξ = 1e-6; no parameter gradient
     logits, d_logits = net([xs; xt; xt + r_t])                   one pass (DDP wraps it under torchrun)
-    L = CE(source) + BCE_domain(GRL_λ) + w_t · (H(target) + KL(p(xt)‖p(xt + r_t))) [+ w_s · VAT(source)]
+    L = CE(source) + L_domain + w_t · (H(target) + KL(p(xt)‖p(xt + r_t))) [+ w_s · VAT(source)]
+
+``adversary="confusion"`` (the default, as the authors' code): L_domain = BCE(D(sg(f)), d) + λ · BCE(sg(D)(f), 1 − d),
+with sg = stop-gradient and d = 1 for source, 0 for target: the head learns the domains, the features learn
+to swap them. ``adversary="grl"``: L_domain = BCE(D(GRL_λ(f)), d), as the course's DANN.
 
 The course's DANN is left as it is; VADA is a separate method of the same ``cnnlab adapt`` table.
 """
@@ -24,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from cnnlab import distributed
 from cnnlab.precision import autocast_for
 
 
@@ -51,7 +56,10 @@ def vat_perturbation(net: nn.Module, x: torch.Tensor, radius: float, *, xi: floa
     network's parameters receive nothing from this pass and DDP's hooks never fire on it."""
     with torch.no_grad(), autocast_for(precision, x.device):
         clean = net(x).float()
-    d = torch.randn(x.shape, generator=generator).to(x.device, x.dtype)
+    # one draw for the global batch and this rank's rows of it (torchrun): each image gets the noise that
+    # one process would give it, so VADA under DDP trains like one process
+    d = distributed.shard(torch.randn((len(x) * distributed.world_size(), *x.shape[1:]), generator=generator))
+    d = d.to(x.device, x.dtype)
     d = (xi * _unit(d)).requires_grad_(True)
     with autocast_for(precision, x.device):
         out = net(x + d)
@@ -61,16 +69,21 @@ def vat_perturbation(net: nn.Module, x: torch.Tensor, radius: float, *, xi: floa
 
 def vada_losses(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Tensor, lambda_: float | None, *,
                 radius: float, target_weight: float, source_vat_weight: float = 0.0, precision: str = "fp32",
-                outputs=None, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """The losses of one VADA step (preprocessed inputs). ``outputs``: what computes
-    ``net.vada_outputs`` (its DDP wrapper under torchrun). Returns the terms and ``total``."""
+                adversary: str = "grl", outputs=None, generator: torch.Generator | None = None
+                ) -> dict[str, torch.Tensor]:
+    """The losses of one VADA step (preprocessed inputs). ``adversary``: "grl" (``lambda_`` reverses the
+    domain loss's gradient) or "confusion" (the features minimise ``lambda_`` × the domain loss with
+    flipped labels; see ``DANNNet.vada_outputs``). ``outputs``: what computes ``net.vada_outputs``
+    (its DDP wrapper under torchrun). Returns the terms and ``total``."""
     b, bt = len(xs), len(xt)
     r_t = vat_perturbation(net, xt, radius, generator=generator, precision=precision)
     rows = [xs, xt, xt + r_t]
     if source_vat_weight > 0:
         rows.append(xs + vat_perturbation(net, xs, radius, generator=generator, precision=precision))
     with autocast_for(precision, xs.device):
-        logits, d_logits = (outputs or net.vada_outputs)(torch.cat(rows), b + bt, lambda_)
+        confusion = adversary == "confusion"
+        logits, d_logits, d_frozen = (outputs or net.vada_outputs)(torch.cat(rows), b + bt,
+                                                                   None if confusion else lambda_, confusion)
     logits = logits.float()
     ls, lt, lt_adv = logits[:b], logits[b:b + bt], logits[b + bt:b + 2 * bt]
     d_true = torch.cat([torch.ones(b, device=xs.device), torch.zeros(bt, device=xs.device)])
@@ -79,6 +92,9 @@ def vada_losses(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Te
            "target_entropy_loss": conditional_entropy(lt),
            "target_vat_loss": kl_from_logits(lt, lt_adv)}
     total = out["class_loss"] + out["domain_loss"] + target_weight * (out["target_entropy_loss"] + out["target_vat_loss"])
+    if d_frozen is not None:  # the features' share: make the head call source target and target source
+        out["confusion_loss"] = F.binary_cross_entropy_with_logits(d_frozen.float(), 1.0 - d_true)
+        total = total + (lambda_ or 0.0) * out["confusion_loss"]
     if source_vat_weight > 0:
         out["source_vat_loss"] = kl_from_logits(ls, logits[b + 2 * bt:])
         total = total + source_vat_weight * out["source_vat_loss"]

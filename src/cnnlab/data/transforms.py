@@ -47,8 +47,9 @@ def resize_uint8(images: torch.Tensor, size: int, chunk: int = 8192) -> torch.Te
 
 
 def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None = None, shuffle: bool = True,
-                  drop_last: bool = False, shard: bool = True) -> Iterator[torch.Tensor]:
-    """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling).
+                  drop_last: bool = False, shard: bool = True, cycle: bool = False) -> Iterator[torch.Tensor]:
+    """Index tensors for one epoch of in-memory batches (a seeded permutation when shuffling);
+    ``cycle``: endless, a new permutation for each pass (the caller stops).
 
     Under torchrun every rank draws the same permutation and keeps its share of each global batch,
     so the effective batch size, and the result, do not depend on the number of processes
@@ -57,10 +58,13 @@ def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None 
 
     if shard:
         distributed.check_batch_size(batch_size)
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    stop = n - n % batch_size if drop_last else n
-    for s in range(0, stop, batch_size):
-        yield distributed.shard(order[s:s + batch_size]) if shard else order[s:s + batch_size]
+    while True:
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - n % batch_size if drop_last else n
+        for s in range(0, stop, batch_size):
+            yield distributed.shard(order[s:s + batch_size]) if shard else order[s:s + batch_size]
+        if not cycle or stop == 0:
+            return
 
 
 def gather_batches(indices: Iterable[torch.Tensor], *tensors: torch.Tensor, chunk: int = 64,
