@@ -15,7 +15,7 @@ One step on a source batch (xs, ys) and a target batch xt:
     logits, d_logits = net([xs; xt; xt + r_t])                   one pass (DDP wraps it under torchrun)
     L = CE(source) + L_domain + w_t · (H(target) + KL(p(xt)‖p(xt + r_t))) [+ w_s · VAT(source)]
 
-``adversary="confusion"`` (the default, as the authors' code): L_domain = BCE(D(sg(f)), d) + λ · BCE(sg(D)(f), 1 − d),
+``adversary="confusion"`` (VADA_DEFAULTS; as the authors' code): L_domain = BCE(D(sg(f)), d) + λ · BCE(sg(D)(f), 1 − d),
 with sg = stop-gradient and d = 1 for source, 0 for target: the head learns the domains, the features learn
 to swap them. ``adversary="grl"``: L_domain = BCE(D(GRL_λ(f)), d), as the course's DANN.
 
