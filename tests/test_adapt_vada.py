@@ -150,8 +150,8 @@ def test_vada_trains_the_average_reports_domain_accuracy_and_resumes_exactly(tmp
 
 
 def test_source_length_epochs_cycle_a_small_target_set(tmp_path, monkeypatch):
-    """VADA's epoch is one pass over the source: a 20-image target set is drawn again and again (every
-    image in each pass); the course's "shorter" epoch would stop after 20 // 8 = 2 steps."""
+    """epoch_length="source": one pass over the source, a 20-image target set drawn again and again (every
+    image in each pass); the course's "shorter" epoch (the default) stops after 20 // 8 = 2 steps."""
     from cnnlab.adapt.domains import DomainPair
     from test_adapt_dann import _set
 
@@ -165,15 +165,21 @@ def test_source_length_epochs_cycle_a_small_target_set(tmp_path, monkeypatch):
         return real(net, xs, ys, xt, *a, **kw)
 
     monkeypatch.setattr(dann_mod, "vada_losses", spy)
-    train_adapt(d, _vada(epochs=1, batch_size=8), out=tmp_path / "a")
+    train_adapt(d, _vada(epochs=1, batch_size=8, epoch_length="source"), out=tmp_path / "a")
     assert len(seen) == 48 // 8  # source steps, not the target's 2
     images = preprocess(d.target_train.images)
     rows = [int((images - x).flatten(1).abs().sum(1).argmin()) for batch in seen for x in batch]
     assert len(rows) == 48 and all(len(set(rows[k:k + 16])) == 16 for k in (0, 16, 32))  # passes of 16 distinct
     assert len(set(rows)) > 16  # each pass a new permutation: images left out of one come back in another
     seen.clear()
-    train_adapt(d, _vada(epochs=1, batch_size=8, epoch_length="shorter"), out=tmp_path / "b")
+    train_adapt(d, _vada(epochs=1, batch_size=8), out=tmp_path / "b")
     assert len(seen) == 20 // 8
+    from cnnlab.adapt.protocol import ProtocolConfig
+    from cnnlab.cli import build_parser
+
+    args = build_parser().parse_args(["adapt", "--epoch-length", "source"])
+    assert ProtocolConfig(epoch_length=args.epoch_length).config_for("vada").epoch_length == "source"
+    assert ProtocolConfig(epoch_length="source").config_for("source_only").epoch_length == "shorter"
     with pytest.raises(Exception, match="choose one of shorter, source"):
         AdaptConfig(method="vada", epoch_length="target")
 

@@ -6,7 +6,7 @@ import argparse
 import logging
 from dataclasses import replace
 
-from cnnlab.adapt.dann import ADVERSARIES, VADA_DEFAULTS
+from cnnlab.adapt.dann import ADVERSARIES, EPOCH_LENGTHS, VADA_DEFAULTS
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS
 
@@ -70,6 +70,7 @@ def _protocol_config(args):
                          pseudo_from=_method_list(args.pl_from),
                          select_by=args.pl_select, input_norm=args.input_norm, vada_lr=args.vada_lr,
                          vada_domain_weight=args.vada_domain_weight, vada_adversary=args.vada_adversary,
+                         epoch_length=args.epoch_length,
                          vada_target_weight=args.vada_target_weight,
                          vat_radius=args.vat_radius,
                          refine=RefineConfig(rounds=args.dirtt_rounds, epochs_per_round=args.dirtt_epochs),
@@ -193,6 +194,11 @@ def add_commands(sub) -> None:
     t.add_argument("--lr", type=float, default=0.01, help="μ0 of μ0/(1+10p)^0.75")
     t.add_argument("--lr-schedule", default="course", help="course (p per epoch), paper (p per step), constant")
     t.add_argument("--lambda-schedule", default="course", help="course (γ=2), paper (γ=10), constant, none (C-Q1)")
+    t.add_argument("--epoch-length", default="shorter", choices=EPOCH_LENGTHS,
+                   help="DANN and VADA: shorter (the course) ends an epoch when the shorter domain runs out of "
+                        "batches; source makes it one pass over the source, drawing the target's batches again "
+                        "as needed (a small target set otherwise gives few steps; it can also overfit to that set: "
+                        "docs/checks/part_c.md)")
     t.add_argument("--gamma", type=float, default=None, help="override γ of the λ schedule")
     t.add_argument("--lambda-value", type=float, default=1.0, help="λ of --lambda-schedule constant")
     t.add_argument("--precision", default="auto", choices=PRECISIONS,

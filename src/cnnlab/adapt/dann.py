@@ -70,8 +70,7 @@ class AdaptConfig:
     vat_radius: float = 3.5  # VADA: L2 norm of the virtual adversarial perturbation (instance-normalised inputs)
     ema: float = 0.0  # evaluate and keep a moving average of the weights with this decay (0: the weights)
     # DANN/VADA: "shorter" (the course) ends an epoch when the shorter domain's batches run out; "source" makes
-    # it one pass over the source, the target's batches drawn again as needed (a small target set would
-    # otherwise leave the source task undertrained: 14 steps an epoch for 898 UCI digits)
+    # it one pass over the source, the target's batches drawn again as needed (--epoch-length)
     epoch_length: str = "shorter"
 
     def __post_init__(self):
@@ -112,8 +111,7 @@ def course_config(method: str, **overrides) -> AdaptConfig:
 # chance. Chosen on the development pair only (embedded-photo MNIST-M), fixed for every pair:
 # docs/checks/part_c.md.
 VADA_DEFAULTS = dict(optimizer="adam", lr=LRSchedule("constant", 1e-3), input_norm=True, domain_weight=1.0,
-                     adversary="confusion", target_weight=0.01, source_vat_weight=0.0, vat_radius=3.5, ema=0.998,
-                     epoch_length="source")
+                     adversary="confusion", target_weight=0.01, source_vat_weight=0.0, vat_radius=3.5, ema=0.998)
 
 
 @dataclass

@@ -49,6 +49,7 @@ class ProtocolConfig:
     vada_lr: float = VADA_DEFAULTS["lr"].lr0  # Adam's constant learning rate
     vada_domain_weight: float = VADA_DEFAULTS["domain_weight"]
     vada_adversary: str = VADA_DEFAULTS["adversary"]
+    epoch_length: str = "shorter"  # DANN and VADA: what ends an epoch (AdaptConfig.epoch_length)
     vada_target_weight: float = VADA_DEFAULTS["target_weight"]
     vat_radius: float = VADA_DEFAULTS["vat_radius"]
 
@@ -67,6 +68,8 @@ class ProtocolConfig:
                          vat_radius=self.vat_radius)
         if self.input_norm != "auto":
             extra["input_norm"] = self.input_norm == "instance"
+        if method in ADVERSARIAL:
+            extra["epoch_length"] = self.epoch_length
         return course_config(method, **{"lr": self.lr, **extra}, epochs=epochs, batch_size=batch, seed=self.seed,
                              lambda_schedule=self.lambda_schedule, precision=self.precision,
                              dev_samples=self.dev_samples, compile=self.compile)
