@@ -40,7 +40,7 @@ log = logging.getLogger("cnnlab")
 METHODS = ("source_only", "dann", "vada", "target_only")
 METHOD_LABELS = {"source_only": "source only", "dann": "DANN", "vada": "VADA",
                  "target_only": "target only (oracle: target labels)"}
-ADVERSARIAL = ("dann", "vada")  # the methods that train the domain head (through the GRL)
+ADVERSARIAL = ("dann", "vada")  # the methods that train the domain head (DANN through the GRL)
 OPTIMIZERS = ("sgd", "adam")
 ADVERSARIES = ("grl", "confusion")  # how VADA's features learn from the domain head
 EPOCH_LENGTHS = ("shorter", "source")  # what ends an adversarial epoch (AdaptConfig.epoch_length)
@@ -253,7 +253,7 @@ def train_adapt(domains: DomainPair, config: AdaptConfig, *, out: str | Path, na
     total = steps * config.epochs
 
     def batches(st: TrainState):
-        if adversarial:  # one source and one target batch per step, shortest domain sets the epoch
+        if adversarial:  # one source and one target batch per step; the shorter domain (or the source) sets the epoch
             src = index_batches(len(s_img), b, generator=st.generator, drop_last=True)
             tgt = index_batches(len(t_img), b, generator=st.generator, drop_last=True,
                                 cycle=config.epoch_length == "source")

@@ -44,12 +44,12 @@ class ProtocolConfig:
     select_by: str = "last"
     dev_samples: int = 2000  # images per domain for the DEV domain discriminator
     compile: bool = False  # torch.compile the training steps' network (--compile)
+    epoch_length: str = "shorter"  # DANN and VADA: what ends an epoch (AdaptConfig.epoch_length)
     # beyond the course: VADA trains with DANN's epochs and batches and these settings (dann.VADA_DEFAULTS)
     input_norm: str = "auto"  # auto (instance for VADA, the course's for the others), course, instance
     vada_lr: float = VADA_DEFAULTS["lr"].lr0  # Adam's constant learning rate
     vada_domain_weight: float = VADA_DEFAULTS["domain_weight"]
     vada_adversary: str = VADA_DEFAULTS["adversary"]
-    epoch_length: str = "shorter"  # DANN and VADA: what ends an epoch (AdaptConfig.epoch_length)
     vada_target_weight: float = VADA_DEFAULTS["target_weight"]
     vat_radius: float = VADA_DEFAULTS["vat_radius"]
 
