@@ -169,8 +169,8 @@ def _run(ctx, run: Run) -> list[Section]:
 
 ADVERSARY_TEXT = {
     "confusion": "DANN's network and domain head, its features trained to swap the head's domain labels (the "
-                 "authors' confusion loss, in place of the gradient reversal: through the reversal, full-size "
-                 "training collapsed to chance),",
+                 "authors' confusion loss, in place of the gradient reversal, which collapsed to chance in "
+                 "full-size runs: docs/checks/part_c.md),",
     "grl": "DANN's network and gradient-reversed domain loss,",
 }
 

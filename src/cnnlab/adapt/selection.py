@@ -142,7 +142,7 @@ def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: s
     models, an adapted model that both say is worse on the target than ``baseline`` (source-only)
     at their last epoch, and (given ``n_val``, the source validation images) an adapted model whose
     source validation accuracy is clearly below the baseline's."""
-    from cnnlab.report.claims import compare_accuracies
+    from cnnlab.report.claims import compare_accuracies  # here: importing cnnlab.report loads the document layer
 
     notes = []
     dev, snd = pick_across(histories, "dev_risk"), pick_across(histories, "snd")

@@ -80,8 +80,8 @@ def vada_losses(net: nn.Module, xs: torch.Tensor, ys: torch.Tensor, xt: torch.Te
     rows = [xs, xt, xt + r_t]
     if source_vat_weight > 0:
         rows.append(xs + vat_perturbation(net, xs, radius, generator=generator, precision=precision))
+    confusion = adversary == "confusion"
     with autocast_for(precision, xs.device):
-        confusion = adversary == "confusion"
         logits, d_logits, d_frozen = (outputs or net.vada_outputs)(torch.cat(rows), b + bt,
                                                                    None if confusion else lambda_, confusion)
     logits = logits.float()

@@ -58,9 +58,9 @@ def index_batches(n: int, batch_size: int, *, generator: torch.Generator | None 
 
     if shard:
         distributed.check_batch_size(batch_size)
+    stop = n - n % batch_size if drop_last else n
     while True:
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        stop = n - n % batch_size if drop_last else n
         for s in range(0, stop, batch_size):
             yield distributed.shard(order[s:s + batch_size]) if shard else order[s:s + batch_size]
         if not cycle or stop == 0:
