@@ -4,7 +4,10 @@ For every pair and seed, each method is trained with ``cnnlab adapt``'s settings
 course's DANN, VADA's fixed defaults, source-only and the target-only oracle), one after the other, so a
 loaded machine slows them alike. Prints one row per run: wall seconds (training + per-epoch evaluation),
 the target test accuracy at the last epoch, at each label-free pick (source validation accuracy, DEV,
-target entropy) and at the oracle's pick, then every method's wall-time ratio to the first one.
+target entropy) and at the oracle's pick, then every method's wall-time ratio to the first one. A row
+"across" gives each rule's pick among every epoch and round of every method that never saw a target
+label (what ``cnnlab adapt`` reports as its model selection). ``--histories F`` keeps every per-epoch
+row (all label-free scores) in F, so that another selection rule can be scored later without training.
 
     python benchmarks/bench_adapt_methods.py --data-root ../shared/data --targets mnistm --methods dann,vada
     python benchmarks/bench_adapt_methods.py --targets mnistm --photos embedded --subset 10000 --epochs 5
@@ -15,6 +18,7 @@ Target labels are read only to report accuracies; nothing here chooses a setting
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -45,6 +49,16 @@ def _trace(row: dict) -> None:
     print(f"    epoch {row['epoch']:2d}  " + "  ".join(f"{k} {row[k]:.4f}" for k in keys if k in row), flush=True)
 
 
+def _across(target: str, seed: int, runs: list[dict]) -> None:
+    """Each rule's pick among every epoch/round of every method that never saw a target label; printed."""
+    pool = {r["method"]: (r["history"], r["unit"]) for r in runs if r["method"] != "target_only"}
+    if len(pool) < 2:
+        return
+    picks = {c: selection.pick_across(pool, c) for c in selection.LABEL_FREE + ("target_test_acc",)}
+    print(f"target {target}  seed {seed}  across {','.join(pool)}  " + "  ".join(
+        f"{c} {p['target_test_acc']:.4f} ({p['model']} {p['at']})" for c, p in picks.items()), flush=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data-root", default=None, help="folder with MNIST/raw and BSDS500 (default: embedded data)")
@@ -57,6 +71,7 @@ def main(argv=None) -> int:
     p.add_argument("--subset", type=int, default=None, help="at most N images per split")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dirtt-rounds", type=int, default=0, help="also refine VADA's last epoch with DIRT-T rounds")
+    p.add_argument("--histories", default=None, metavar="FILE", help="write every run's per-epoch rows (JSON)")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override one setting of one method, e.g. vada.target_weight=0.1 (repeatable)")
     args = p.parse_args(argv)
@@ -74,7 +89,7 @@ def main(argv=None) -> int:
         overrides.setdefault(method, {})[field] = parsed
     source = args.source or ("mnist" if args.data_root else "mnist-embedded")
     print(f"threads {torch.get_num_threads()}; overrides {overrides}", flush=True)
-    rows = []
+    rows, runs = [], []
     with tempfile.TemporaryDirectory() as tmp:
         for target in args.targets.split(","):
             d = load_domains(source, target, data_root=args.data_root, photos=args.photos, subset=args.subset)
@@ -88,12 +103,19 @@ def main(argv=None) -> int:
                     res = train_adapt(d, cfg, out=f"{tmp}/{target}-{seed}", name=method, on_epoch_end=_trace)
                     row = {"target": target, "seed": seed, "method": method, "wall_s": time.perf_counter() - t0}
                     rows.append(_picks(row, res.history, "epoch"))
+                    runs.append({**row, "unit": "epoch", "history": res.history})
                     if method == "vada" and args.dirtt_rounds:
                         t1 = time.perf_counter()
                         rr = refine(res.load_epoch(cfg.epochs), d, RefineConfig(rounds=args.dirtt_rounds, seed=seed),
                                     out=f"{tmp}/{target}-{seed}", name="dirtt")
-                        rows.append(_picks({"target": target, "seed": seed, "method": "vada+dirtt",
-                                            "wall_s": row["wall_s"] + time.perf_counter() - t1}, rr, "round"))
+                        row = {"target": target, "seed": seed, "method": "vada+dirtt",
+                               "wall_s": row["wall_s"] + time.perf_counter() - t1}
+                        rows.append(_picks(row, rr, "round"))
+                        runs.append({**row, "unit": "round", "history": rr})
+                _across(target, seed, [r for r in runs if (r["target"], r["seed"]) == (target, seed)])
+                if args.histories:
+                    with open(args.histories, "w") as f:
+                        json.dump(runs, f, default=float)
     print("\nmean ± sd over seeds (target test accuracy; wall-time ratio to the first method)")
     for target in args.targets.split(","):
         ref = [r["wall_s"] for r in rows if r["target"] == target and r["method"] == methods[0]]

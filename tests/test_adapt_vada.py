@@ -87,6 +87,12 @@ def test_vada_losses_are_danns_plus_the_target_terms():
         logits_t = net(xt)
     torch.testing.assert_close(out["target_entropy_loss"], conditional_entropy(logits_t), rtol=1e-5, atol=1e-6)
     assert out["target_vat_loss"].item() > 0
+    # VAT's clean logits are the main pass's (no separate clean pass). Not compared with one: at ξ = 1e-6 the
+    # power iteration works at fp32's rounding limit, and logits of another batch shape turn its direction
+    main = net(torch.cat([xs, xt]))[len(xs):].detach()
+    r = vat_perturbation(net, xt, 3.5, clean=main, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(out["target_vat_loss"], kl_from_logits(main, net(xt + r)), rtol=1e-5, atol=1e-8)
     expect = out["class_loss"] + out["domain_loss"] + 0.25 * (out["target_entropy_loss"] + out["target_vat_loss"])
     torch.testing.assert_close(out["total"], expect)
     with_src = vada_losses(net, xs, ys, xt, 0.5, radius=3.5, target_weight=0.25, source_vat_weight=1.0,

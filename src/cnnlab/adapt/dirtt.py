@@ -24,7 +24,7 @@ import torch
 from cnnlab.adapt.dann import Evaluator
 from cnnlab.adapt.domains import DomainPair, preprocess
 from cnnlab.adapt.networks import DANNNet
-from cnnlab.adapt.vada import conditional_entropy, kl_from_logits, vat_perturbation
+from cnnlab.adapt.vada import conditional_entropy, kl_from_logits, vat_loss
 from cnnlab.data import gather_batches, index_batches
 from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.errors import CnnlabError
@@ -64,12 +64,11 @@ def dirtt_losses(student: torch.nn.Module, teacher: torch.nn.Module, xt: torch.T
     ``outputs``: what calls the student (its DDP wrapper under torchrun)."""
     with torch.no_grad(), autocast_for(config.precision, xt.device):
         t_logits = teacher(xt).float()
-    r = vat_perturbation(student, xt, config.vat_radius, generator=generator, precision=config.precision)
     with autocast_for(config.precision, xt.device):
-        logits = (outputs or student)(torch.cat([xt, xt + r])).float()
-    lt, lt_adv = logits[:len(xt)], logits[len(xt):]
+        lt = (outputs or student)(xt).float()
     out = {"teacher_kl": kl_from_logits(t_logits, lt), "target_entropy_loss": conditional_entropy(lt),
-           "target_vat_loss": kl_from_logits(lt, lt_adv)}
+           "target_vat_loss": vat_loss(student, xt, lt, config.vat_radius, generator=generator,
+                                       precision=config.precision)}
     out["total"] = (config.teacher_weight * out["teacher_kl"]
                     + config.target_weight * (out["target_entropy_loss"] + out["target_vat_loss"]))
     return out

@@ -55,23 +55,21 @@ class DANNNet(nn.Module):
         f = self.features(x)
         return self.classifier(f[:n_source]), self.domain_logits(f, lambda_)
 
-    def vada_outputs(self, x: torch.Tensor, n_domain: int, lambda_: float | None, confusion: bool = False
+    def vada_outputs(self, x: torch.Tensor, lambda_: float | None, confusion: bool = False
                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """One pass for VADA: class logits of every row, domain logits of the first ``n_domain`` rows
-        (the source and target batches; the rows after them are VAT's perturbed images), and with
-        ``confusion`` the same rows' logits from a frozen copy of the domain head (else None).
+        """VADA's main pass over a source+target batch: class and domain logits of every row and, with
+        ``confusion``, the same rows' logits from a frozen copy of the domain head (else None).
 
         ``confusion`` (Shu et al.'s code): the head learns from detached features, and the features
         learn from the frozen head with flipped labels, a loss whose gradient vanishes once the head
         is fooled; through the GRL (``lambda_``) the features keep pushing the head to be confidently
         wrong instead."""
         f = self.features(x)
-        fd = f[:n_domain]
         if not confusion:
-            return self.classifier(f), self.domain_logits(fd, lambda_), None
+            return self.classifier(f), self.domain_logits(f, lambda_), None
         frozen = {k: v.detach() for k, v in self.domain.named_parameters()}
-        return (self.classifier(f), self.domain_logits(fd.detach(), None),
-                torch.func.functional_call(self.domain, frozen, (fd,)).squeeze(1))
+        return (self.classifier(f), self.domain_logits(f.detach(), None),
+                torch.func.functional_call(self.domain, frozen, (f,)).squeeze(1))
 
     def domain_logits(self, feats: torch.Tensor, lambda_: float | None) -> torch.Tensor:
         """(B, 2352) → (B,) logits of "source". ``lambda_=None``: no GRL (C-Q1)."""
