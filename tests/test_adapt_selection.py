@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from cnnlab.adapt.pseudo import select_pseudo_labels
-from cnnlab.adapt.selection import dev_risk, mean_entropy, select_epoch
+from cnnlab.adapt.selection import average_thresholded_confidence, dev_risk, mean_entropy, select_epoch
 
 
 def test_dev_equals_the_plain_mean_when_domains_match():
@@ -24,6 +24,32 @@ def test_dev_weights_the_loss_towards_the_target():
     fv = torch.randn(600, 2, generator=g)
     losses = (fv[:, 0] > 0).float()  # errors only on the right half
     assert dev_risk(fs, ft, fv, losses) > losses.mean().item() + 0.2
+
+
+def test_atc_estimates_the_accuracy_of_a_calibrated_model_and_follows_the_targets_confidence():
+    """Logits of a model whose confidence is its accuracy: each image is right with probability p(x).
+    ATC on a target drawn like the source gives the source accuracy back; on a target where the same
+    model is less confident (and so, being calibrated, less accurate) it estimates less (not exactly the
+    accuracy: the share above a fixed threshold, 0.175/0.6 here, is not the mean confidence)."""
+    g = torch.Generator().manual_seed(0)
+
+    def calibrated(n, low, high):
+        conf = low + (high - low) * torch.rand(n, generator=g, dtype=torch.float64)
+        labels = torch.randint(0, 10, (n,), generator=g)
+        right = torch.rand(n, generator=g, dtype=torch.float64) < conf
+        pred = torch.where(right, labels, (labels + 1 + torch.randint(0, 9, (n,), generator=g)) % 10)
+        probs = ((1 - conf) / 9).unsqueeze(1).repeat(1, 10)
+        probs[torch.arange(n), pred] = conf
+        return probs.log(), labels, right.double().mean().item()
+
+    val, val_y, _ = calibrated(20000, 0.5, 1.0)
+    same, _, acc_same = calibrated(20000, 0.5, 1.0)
+    shifted, _, acc_shifted = calibrated(20000, 0.2, 0.8)
+    assert average_thresholded_confidence(val, val_y, same) == pytest.approx(acc_same, abs=0.01)
+    assert acc_shifted < acc_same - 0.2
+    # the threshold is val's 25th confidence percentile, 0.625: a share (0.8 − 0.625)/0.6 of the shifted target
+    assert average_thresholded_confidence(val, val_y, shifted) == pytest.approx(0.175 / 0.6, abs=0.02)
+    assert math.isnan(average_thresholded_confidence(val, val_y, val[:0]))
 
 
 def test_entropy_bounds():

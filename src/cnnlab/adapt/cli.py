@@ -7,6 +7,7 @@ import logging
 from dataclasses import replace
 
 from cnnlab.adapt.dann import ADVERSARIES, EPOCH_LENGTHS, VADA_DEFAULTS
+from cnnlab.adapt.selection import LABEL_FREE
 from cnnlab.errors import CnnlabError
 from cnnlab.precision import PRECISIONS
 
@@ -233,7 +234,7 @@ def add_commands(sub) -> None:
     q.add_argument("--no-class-balance", action="store_true", help="do not cap the pseudo-labels per class")
     q.add_argument("--pl-epochs", type=int, default=1, help="fine-tuning epochs per round")
     q.add_argument("--pl-from", default="dann", help="start from these models' label-free picks (e.g. dann,source-only)")
-    q.add_argument("--pl-select", default="last", choices=("last", "source_val_acc", "dev_risk", "target_entropy", "snd"),
+    q.add_argument("--pl-select", default="last", choices=("last",) + LABEL_FREE,
                    help="the label-free rule that picks the epoch self-training starts from (never target labels); "
                         "last (default): on real MNIST-M, source validation accuracy picks an early DANN epoch")
     p.add_argument("--studies", default="", help=f"comma list of {', '.join(STUDIES)} (default: none)")

@@ -199,6 +199,7 @@ class Evaluator:
             "target_test_acc": _acc(l_tt, d.target_test.labels),  # uses target labels: reporting / oracle only
             "dev_risk": selection.dev_risk(f_s, f_t, f_val, F.cross_entropy(l_val, d.source_val.labels, reduction="none")),
             "target_entropy": selection.mean_entropy(l_t),
+            "atc": selection.average_thresholded_confidence(l_val, d.source_val.labels, l_t),
             "snd": selection.soft_neighbourhood_density(l_t),
         }
         if self.method in ADVERSARIAL:  # the domain head is trained only by DANN and VADA

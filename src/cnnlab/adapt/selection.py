@@ -11,6 +11,11 @@ test accuracy" is not a usable rule: it is reported only as the *oracle*. The la
   variate (η = −Cov(w·ℓ, w)/Var(w)) cuts the variance of the weighted mean. Lower is better.
 * ``target_entropy``: mean prediction entropy on target images (Morerio, Cavazza & Murino, ICLR 2018).
   Lower is better; it can prefer over-confident models, so it is shown for comparison.
+* ``atc``: average thresholded confidence (Garg, Balakrishnan, Lipton, Neyshabur & Sedghi, ICLR 2022),
+  an estimate of the target accuracy itself. The score is the negative prediction entropy; the
+  threshold t is set on source validation images so that the share scoring above t equals the source
+  validation accuracy; the estimate is the share of target images scoring above t. It is target
+  confidence measured in units that the source accuracy calibrates. Higher is better.
 * ``snd``: soft neighbourhood density (Saito, Kim, Teterwak, Sclaroff, Darrell & Saenko, ICCV 2021):
   how tightly the target images' predictions cluster. Each image's similarities to the others (cosine
   of the softmax vectors, temperature 0.05) become a distribution whose entropy is high when many
@@ -30,15 +35,32 @@ CRITERIA = {
     "source_val_acc": ("max", False, "source validation accuracy"),
     "dev_risk": ("min", False, "DEV risk (You et al. 2019)"),
     "target_entropy": ("min", False, "target entropy"),
+    "atc": ("max", False, "ATC estimated target accuracy (Garg et al. 2022)"),
     "snd": ("max", False, "SND (Saito et al. 2021)"),
     "target_test_acc": ("max", True, "ORACLE: best on target test (uses target labels)"),
 }
-LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy", "snd")
+LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy", "atc", "snd")
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
     logp = torch.log_softmax(logits.float(), dim=1)
     return float(-(logp.exp() * logp).sum(1).mean())
+
+
+def _neg_entropy(logits: torch.Tensor) -> np.ndarray:
+    logp = torch.log_softmax(logits.double(), dim=1)
+    return (logp.exp() * logp).sum(1).numpy()
+
+
+def average_thresholded_confidence(val_logits: torch.Tensor, val_labels: torch.Tensor,
+                                   target_logits: torch.Tensor) -> float:
+    """ATC-NE: the share of target images whose negative entropy exceeds the threshold at which the
+    share of source validation images above it equals their accuracy."""
+    if len(val_labels) == 0 or len(target_logits) == 0:
+        return float("nan")
+    acc = float((val_logits.argmax(1) == val_labels).double().mean())
+    t = np.quantile(_neg_entropy(val_logits), 1.0 - acc)
+    return float((_neg_entropy(target_logits) > t).mean())
 
 
 def soft_neighbourhood_density(logits: torch.Tensor, temperature: float = 0.05) -> float:
