@@ -56,7 +56,18 @@ def _across(target: str, seed: int, runs: list[dict]) -> None:
         return
     picks = {c: selection.pick_across(pool, c) for c in selection.LABEL_FREE + ("target_test_acc",)}
     print(f"target {target}  seed {seed}  across {','.join(pool)}  " + "  ".join(
-        f"{c} {p['target_test_acc']:.4f} ({p['model']} {p['at']})" for c, p in picks.items()), flush=True)
+        f"{c} {p['target_test_acc']:.4f} ({p['model']} {p['at']})" for c, p in picks.items() if p), flush=True)
+
+
+def _rescore(path: str) -> int:
+    """The rules' picks (per run and across methods) on saved histories: a new rule costs no training."""
+    with open(path) as f:
+        runs = json.load(f)
+    for r in runs:
+        _picks({k: r[k] for k in ("target", "seed", "method", "wall_s")}, r["history"], r["unit"])
+    for target, seed in dict.fromkeys((r["target"], r["seed"]) for r in runs):
+        _across(target, seed, [r for r in runs if (r["target"], r["seed"]) == (target, seed)])
+    return 0
 
 
 def main(argv=None) -> int:
@@ -72,11 +83,15 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--dirtt-rounds", type=int, default=0, help="also refine VADA's last epoch with DIRT-T rounds")
     p.add_argument("--histories", default=None, metavar="FILE", help="write every run's per-epoch rows (JSON)")
+    p.add_argument("--rescore", default=None, metavar="FILE",
+                   help="train nothing: score the selection rules on the runs that --histories wrote to FILE")
     p.add_argument("--set", action="append", default=[], metavar="METHOD.KEY=VALUE",
                    help="override one setting of one method, e.g. vada.target_weight=0.1 (repeatable)")
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.rescore:
+        return _rescore(args.rescore)
     methods = [m.strip().replace("-", "_") for m in args.methods.split(",") if m.strip()]
     if bad := [m for m in methods if m not in METHODS]:
         p.error(f"unknown method {bad[0]}; choose from {', '.join(METHODS)}")

@@ -16,7 +16,7 @@ from cnnlab.adapt.dirtt import RefineConfig
 from cnnlab.adapt.domains import load_domains
 from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
-from cnnlab.adapt.selection import CRITERIA
+from cnnlab.adapt.selection import CRITERIA, LABEL_FREE
 from cnnlab.adapt.studies import run_studies
 from cnnlab.data.sources import has_mnist
 from cnnlab.report import Section, pct
@@ -107,7 +107,9 @@ def _run(ctx, run: Run) -> list[Section]:
     n_s, n_t = d["n_source_test"], d["n_target_test"]
     s = Section("C-results", "Source-only, DANN and target-only, with label-free model selection")
     s.text(results_text(so, da, to, n_t) + " Columns 'picked by …' choose the epoch without target labels (source "
-           "validation accuracy; DEV, importance-weighted source validation loss, You et al. 2019; target entropy); "
+           "validation accuracy; DEV, importance-weighted source validation loss, You et al. 2019; target entropy; "
+           "ATC, the share of target images more confident than the threshold at which the source validation "
+           "share equals its accuracy, Garg et al. 2022; SND, Saito et al. 2021); "
            "the ORACLE column picks the best epoch on the target test labels and is an upper bound, not a usable rule.")
     s.table(out["summary"], caption="target test accuracy by model and selection rule")
     s.text(selection_text(out["model_selection"], out["warnings"]))
@@ -216,7 +218,7 @@ LAST_EPOCH_CAVEAT = (
     "Caveat: the default start, DANN's last epoch (`--pl-select last`), was chosen after comparing the rules' "
     "picks against target *test* accuracy on real MNIST-M (docs/checks/part_c.md): it is a default informed by "
     "target labels on that target, not a label-free choice. The label-free rules stay one flag away "
-    "(`--pl-select source_val_acc|dev_risk|target_entropy`).")
+    f"(`--pl-select {'|'.join(LABEL_FREE)}`).")
 
 
 def results_text(so: dict, da: dict, to: dict, n_target: int) -> str:

@@ -27,6 +27,7 @@ from typing import Callable, ContextManager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 G_LOSSES = ("non-saturating", "saturating", "hinge")
 D_LOSSES = ("bce", "hinge")
@@ -70,7 +71,9 @@ def d_step(D: nn.Module, opt_d: torch.optim.Optimizer, real: torch.Tensor, fake:
     opt_d.zero_grad(set_to_none=True)
     if r1 > 0:
         real = real.detach().requires_grad_(True)
-    with forward():
+    # parametrize.cached: a spectrally normalised D computes its weights (one power iteration) once for
+    # both batches, as one update of SN-GAN does; a no-op for a D without parametrisations
+    with forward(), parametrize.cached():
         out_real = logits(real, y).float()  # (B,)
         out_fake = logits(fake.detach(), y if y_fake is None else y_fake).float()  # (B,)
     adv = discriminator_loss(out_real, out_fake, loss)

@@ -217,7 +217,7 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
     from cnnlab.generate.judge import judge_metrics
     from cnnlab.generate.networks import build_gan
     from cnnlab.generate.steps import d_step, g_step
-    from cnnlab.generate.train import to_gan_range
+    from cnnlab.generate.train import gan_optimizer, to_gan_range
 
     cfg = base or GANConfig()
     rows = []
@@ -225,8 +225,7 @@ def one_objective_study(data: GANData, *, steps: int, seed: int = 0, base: GANCo
         torch.manual_seed(seed)
         G, D = build_gan("dcgan", nz=cfg.nz, ngf=cfg.ngf, ndf=cfg.ndf, nc=data.channels, size=cfg.size,
                          generator=torch.Generator().manual_seed(seed))
-        opt_g = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, cfg.beta2))
-        opt_d = torch.optim.Adam(D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, cfg.beta2))
+        opt_g, opt_d = gan_optimizer(G, cfg.lr_g, cfg, "cpu"), gan_optimizer(D, cfg.lr_d, cfg, "cpu")
         g = torch.Generator().manual_seed(seed)
         done = 0
         while done < steps:
