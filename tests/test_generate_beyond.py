@@ -35,6 +35,24 @@ def test_spectral_norm_bounds_every_layer_and_removes_batchnorm():
         assert sigma == pytest.approx(1.0, abs=0.02)
 
 
+def test_a_d_step_normalises_each_layer_once_for_both_batches():
+    """One power iteration per layer and D step (the weights are cached across the real and the generated
+    batch), and the cached weights carry the gradient: D is updated."""
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    torch.manual_seed(0)
+    _, D = build_gan("dcgan", spectral_norm=True)
+    calls = []
+    sn = [m for m in D.modules() if isinstance(m, _SpectralNorm)]
+    for m in sn:
+        m.register_forward_hook(lambda mod, args, out: calls.append(mod))
+    before = [p.detach().clone() for p in D.parameters()]
+    opt = torch.optim.Adam(D.parameters(), lr=1e-2)
+    d_step(D, opt, torch.randn(4, 1, 32, 32), torch.randn(4, 1, 32, 32), loss="hinge")
+    assert len(sn) >= 4 and sorted(map(id, calls)) == sorted(map(id, sn))
+    assert all(not torch.equal(a, b) for a, b in zip(before, D.parameters()))
+
+
 def test_hinge_losses_on_known_logits():
     real, fake = torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.5])
     # D: mean(relu(1 − real)) + mean(relu(1 + fake)) = (0 + 0.5)/2 + (0 + 1.5)/2
