@@ -99,24 +99,30 @@ def _h(*rows, unit="epoch"):
 def test_picks_across_models_and_the_warnings_follow_the_numbers():
     from cnnlab.adapt.selection import model_selection_rows, selection_warnings
 
-    so = {"dev_risk": 1.0, "snd": 5.0, "source_val_acc": 0.99, "target_entropy": 0.5, "target_test_acc": 0.55}
-    good = {"dev_risk": 0.6, "snd": 6.0, "source_val_acc": 0.98, "target_entropy": 0.2, "target_test_acc": 0.9}
+    so = {"dev_risk": 1.0, "snd": 5.0, "atc": 0.5, "source_val_acc": 0.99, "target_entropy": 0.5, "target_test_acc": 0.55}
+    good = {"dev_risk": 0.6, "snd": 6.0, "atc": 0.9, "source_val_acc": 0.98, "target_entropy": 0.2, "target_test_acc": 0.9}
     pool = {"source only": _h(so), "VADA": _h({**good, "dev_risk": 0.9, "snd": 5.8, "target_test_acc": 0.7}, good),
-            "VADA + DIRT-T": _h(good, {**good, "snd": 5.5, "dev_risk": 0.7, "target_test_acc": 0.92}, unit="round")}
+            "VADA + DIRT-T": _h(good, {**good, "target_entropy": 0.1, "snd": 5.5, "dev_risk": 0.7,
+                                       "target_test_acc": 0.92}, unit="round")}
     rows = {r["selected by"].split(" (")[0]: r for r in model_selection_rows(pool)}
     assert (rows["DEV risk"]["model"], rows["DEV risk"]["at"]) == ("VADA", "epoch 2")  # ties: first model
     assert rows["source validation accuracy"]["model"] == "source only"
+    assert rows["target entropy"]["recommended"] == "yes" and rows["target entropy"]["at"] == "round 2"
     assert rows["ORACLE: best on target test"]["at"] == "round 2" and rows["ORACLE: best on target test"]["target test acc"] == 0.92
-    assert selection_warnings(pool, baseline="source only") == []  # DEV and SND agree; nothing worse than source-only
-    # SND moves to another model: the disagreement is said
-    pool["VADA + DIRT-T"][0][1]["snd"] = 7.0
+    # DEV picks VADA, the recommended rule (entropy) VADA + DIRT-T: the disagreement is said; ATC ties on VADA too
     notes = selection_warnings(pool, baseline="source only")
-    assert len(notes) == 1 and "disagree" in notes[0] and "SND picks VADA + DIRT-T (round 2)" in notes[0]
-    # an adapted model that both rules rate below source-only: said plainly; one rule only: mixed
-    pool["VADA"][0][1].update(dev_risk=1.2, snd=4.0)
-    assert any("say that VADA is worse" in n and "may have hurt" in n for n in selection_warnings(pool, "source only"))
+    assert len(notes) == 1 and "disagree" in notes[0] and "target entropy picks VADA + DIRT-T (round 2)" in notes[0]
+    assert "DEV risk picks VADA (epoch 2)" in notes[0]
+    pool["VADA + DIRT-T"][0][1].update(dev_risk=0.5, atc=0.95)  # both estimators now agree with entropy's model
+    assert selection_warnings(pool, baseline="source only") == []
+    # an adapted model that every target signal rates below source-only: said plainly; some of them: mixed
+    pool["VADA"][0][1].update(dev_risk=1.2, snd=4.0, atc=0.4)
+    hurt = [n for n in selection_warnings(pool, "source only") if "VADA is worse" in n]
+    assert len(hurt) == 1 and hurt[0].startswith("DEV, ATC and SND all say") and "may have hurt" in hurt[0]
+    assert "ATC: estimated target accuracy 0.4 against 0.5" in hurt[0]
     pool["VADA"][0][1].update(snd=6.0)
-    assert any("DEV says that VADA is worse" in n and "mixed" in n for n in selection_warnings(pool, "source only"))
+    mixed = [n for n in selection_warnings(pool, "source only") if "VADA is worse" in n]
+    assert mixed[0].startswith("DEV and ATC both say") and "SND says it is better" in mixed[0] and "mixed" in mixed[0]
     # source validation accuracy: 0.98 against 0.99 is no clear difference on 500 images, clear on 20,000
     assert not any("learned the labelled source task" in n for n in selection_warnings(pool, "source only", n_val=500))
     notes = [n for n in selection_warnings(pool, "source only", n_val=20000) if "learned the labelled" in n]
@@ -127,10 +133,12 @@ def test_selection_text_says_agreement_or_repeats_the_warnings():
     from cnnlab.adapt.lab import selection_text
     from cnnlab.adapt.selection import model_selection_rows
 
-    pool = {"DANN": _h({"dev_risk": 0.5, "snd": 5.0, "source_val_acc": 0.9, "target_entropy": 0.1,
+    pool = {"DANN": _h({"dev_risk": 0.5, "snd": 5.0, "source_val_acc": 0.9, "target_entropy": 0.1, "atc": 0.75,
                         "target_test_acc": 0.8})}
     across = model_selection_rows(pool)
     calm = selection_text(across, [])
-    assert "DEV picks DANN (epoch 1, 80.0% on the target test set)" in calm and "agree" in calm
+    assert "target entropy (the rule chosen on a development pair" in calm
+    assert "picks DANN (epoch 1, 80.0% on the target test set; ATC estimated 75.0% without labels)" in calm
+    assert "DEV and ATC pick the same model" in calm
     worried = selection_text(across, ["The label-free rules disagree: X."])
     assert "disagree: X." in worried and "agree, and" not in worried

@@ -117,8 +117,9 @@ def _cmd_adapt(args) -> int:
     print("\nchoosing among all models, epochs and rounds (target-only excluded):")
     for r in out["model_selection"]:
         acc = r["target test acc"]
-        print(f"  {r['selected by']:48s} {r['model'] or '-':36s} {r['at'] or '-':10s} "
+        print(f"{'*' if r['recommended'] else ' '} {r['selected by']:48s} {r['model'] or '-':36s} {r['at'] or '-':10s} "
               f"{'-' if acc is None else f'{acc:.4f}'}")
+    print("  (* the recommended rule, chosen on a development pair: docs/checks/part_c.md)")
     for w in out["warnings"]:
         print(f"note: {w}")
     print(f"run folder: {run.root}")
@@ -126,15 +127,14 @@ def _cmd_adapt(args) -> int:
 
 
 def _print_summary(rows) -> None:
-    print(f"{'model':44s} {'target acc (last)':>18s} {'by source val':>14s} {'by DEV':>8s} {'by SND':>8s} "
-          f"{'ORACLE best':>12s}")
+    heads = {"source_val_acc": "by src val", "dev_risk": "by DEV", "target_entropy": "by entropy", "atc": "by ATC",
+             "snd": "by SND"}
+    cols = [("target test acc (last)", "last epoch")] + [(f"picked by {c}: target acc", heads[c]) for c in LABEL_FREE] \
+        + [("ORACLE best target test: target acc", "ORACLE")]
+    print(f"{'model':40s} " + " ".join(f"{h:>10s}" for _, h in cols))
     for r in rows:
-        def f(k):
-            v = r.get(k)
-            return f"{v:.4f}" if isinstance(v, float) else "-"
-        print(f"{r['model']:44s} {f('target test acc (last)'):>18s} {f('picked by source_val_acc: target acc'):>14s} "
-              f"{f('picked by dev_risk: target acc'):>8s} {f('picked by snd: target acc'):>8s} "
-              f"{f('ORACLE best target test: target acc'):>12s}")
+        print(f"{r['model']:40s} " + " ".join(f"{r[k]:10.4f}" if isinstance(r.get(k), float) else f"{'-':>10s}"
+                                              for k, _ in cols))
 
 
 def _cmd_mnistm(args) -> int:

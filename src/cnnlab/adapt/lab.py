@@ -16,7 +16,7 @@ from cnnlab.adapt.dirtt import RefineConfig
 from cnnlab.adapt.domains import load_domains
 from cnnlab.adapt.protocol import ProtocolConfig, run_protocol
 from cnnlab.adapt.pseudo import PseudoConfig
-from cnnlab.adapt.selection import CRITERIA, LABEL_FREE
+from cnnlab.adapt.selection import CRITERIA, LABEL_FREE, RECOMMENDED
 from cnnlab.adapt.studies import run_studies
 from cnnlab.data.sources import has_mnist
 from cnnlab.report import Section, pct
@@ -51,14 +51,18 @@ def lab_config(ctx, course: bool = False) -> tuple[ProtocolConfig, int | None, i
 
 
 def selection_text(across: list[dict], warnings: list[str]) -> str:
-    """What the label-free picks among all models say, and plainly where they disagree or see harm."""
+    """What the recommended label-free rule picks among all models, and plainly where the rules disagree
+    or see harm."""
     by = {r["selected by"]: r for r in across}
-    dev, oracle = by.get(CRITERIA["dev_risk"][2], {}), by.get(CRITERIA["target_test_acc"][2], {})
-    head = (f"Choosing among every model, epoch and round without target labels, DEV picks {dev.get('model')} "
-            f"({dev.get('at')}, {pct(dev.get('target test acc'))} on the target test set); the oracle's best is "
-            f"{oracle.get('model')} ({oracle.get('at')}, {pct(oracle.get('target test acc'))}).")
-    return " ".join([head, *warnings]) if warnings else head + " DEV and SND agree, and neither rates an adapted " \
-        "model below source-only."
+    rec, oracle = by.get(CRITERIA[RECOMMENDED][2], {}), by.get(CRITERIA["target_test_acc"][2], {})
+    estimate = rec.get("ATC estimate")
+    head = (f"Choosing among every model, epoch and round without target labels, {CRITERIA[RECOMMENDED][2]} (the "
+            f"rule chosen on a development pair, docs/checks/part_c.md) picks {rec.get('model')} ({rec.get('at')}, "
+            f"{pct(rec.get('target test acc'))} on the target test set"
+            + (f"; ATC estimated {pct(estimate)} without labels" if estimate is not None else "")
+            + f"); the oracle's best is {oracle.get('model')} ({oracle.get('at')}, {pct(oracle.get('target test acc'))}).")
+    return " ".join([head, *warnings]) if warnings else head + " DEV and ATC pick the same model, and no target " \
+        "signal rates an adapted model below source-only."
 
 
 def uses_course_data(ctx) -> bool:
