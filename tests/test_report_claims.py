@@ -108,9 +108,9 @@ def test_c_beyond_says_whether_vada_beats_dann_and_whether_dirtt_helped():
     assert "refinement hurt" in beyond_text({k: 0.76}, {k: 0.56}, {k: 0.60}, 10_000)
     assert "no clear change" in beyond_text({k: 0.76}, {k: 0.56}, {k: 0.7615}, 10_000)
     # a late collapse (docs/checks/part_c.md: 70.8% at epoch 8, 11.5% at the last) is said, not left to the table
-    dev = "picked by dev_risk: target acc"
+    dev = "picked by target_entropy: target acc"  # the recommended rule's pick
     collapsed = beyond_text({k: 0.115, dev: 0.682}, {k: 0.765, dev: 0.671}, None, 10_000)
-    assert "degraded late" in collapsed and "DEV's pick" in collapsed and "*worse*" in collapsed
+    assert "degraded late" in collapsed and "target entropy's pick" in collapsed and "*worse*" in collapsed
     assert "degraded late" not in beyond_text({k: 0.705, dev: 0.705}, {k: 0.58, dev: 0.59}, None, 10_000)
     assert "degraded late" not in beyond_text({k: 0.76, dev: 0.70}, {k: 0.58, dev: 0.59}, None, 10_000)
 

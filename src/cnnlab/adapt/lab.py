@@ -201,13 +201,14 @@ def beyond_text(vada: dict, dann: dict, dirtt: dict | None, n_target: int) -> st
     text = (f"Target test accuracy at the last epoch: VADA {pct(vada.get(key))}, DANN {pct(dann.get(key))}: "
             + c.says("VADA adapts better than DANN here", "VADA is *worse* than DANN here",
                      "no clear difference between VADA and DANN") + f" ({c.threshold}).")
-    dev = "picked by dev_risk: target acc"
-    if vada.get(dev) is not None:
-        text += (f" At DEV's pick (no target label): VADA {pct(vada.get(dev))}, DANN {pct(dann.get(dev))}.")
-        late = compare_accuracies(vada.get(key), vada.get(dev), n_target)
+    rule = CRITERIA[RECOMMENDED][2]
+    picked = f"picked by {RECOMMENDED}: target acc"
+    if vada.get(picked) is not None:
+        text += f" At {rule}'s pick (no target label): VADA {pct(vada.get(picked))}, DANN {pct(dann.get(picked))}."
+        late = compare_accuracies(vada.get(key), vada.get(picked), n_target)
         if late.sign < 0:  # the last epoch is clearly worse than an earlier one: training degraded late
-            text += (" **VADA's last epoch is clearly below its own DEV pick: its training degraded late** (see "
-                     "the curves); use the picked epoch, not the last one.")
+            text += (f" **VADA's last epoch is clearly below its own {rule} pick: its training degraded late** "
+                     "(see the curves); use the picked epoch, not the last one.")
     if dirtt:
         r = compare_accuracies(dirtt.get(key), vada.get(key), n_target)
         text += (f" After DIRT-T: {pct(dirtt.get(key))}, "
