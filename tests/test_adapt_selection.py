@@ -112,7 +112,7 @@ def test_picks_across_models_and_the_warnings_follow_the_numbers():
     # DEV picks VADA, the recommended rule (entropy) VADA + DIRT-T: the disagreement is said; ATC ties on VADA too
     notes = selection_warnings(pool, baseline="source only")
     assert len(notes) == 1 and "disagree" in notes[0] and "target entropy picks VADA + DIRT-T (round 2)" in notes[0]
-    assert "DEV risk picks VADA (epoch 2)" in notes[0]
+    assert "DEV picks VADA (epoch 2)" in notes[0]
     pool["VADA + DIRT-T"][0][1].update(dev_risk=0.5, atc=0.95)  # both estimators now agree with entropy's model
     assert selection_warnings(pool, baseline="source only") == []
     # an adapted model that every target signal rates below source-only: said plainly; some of them: mixed

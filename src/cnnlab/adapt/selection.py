@@ -44,11 +44,12 @@ LABEL_FREE = ("source_val_acc", "dev_risk", "target_entropy", "atc", "snd")
 # embedded photos, full size) only target entropy picked the oracle's model and round; the evaluation pairs
 # came after (docs/checks/part_c.md, session 14)
 RECOMMENDED = "target_entropy"
+SHORT = {"source_val_acc": "source validation accuracy", "dev_risk": "DEV", "target_entropy": "target entropy",
+         "atc": "ATC", "snd": "SND"}
 # the rules that estimate the target's accuracy or risk, whose picks are compared with the recommended one's
 ESTIMATORS = ("dev_risk", "atc")
-# what each rule calls "worse on the target than the baseline"'s evidence: (criterion, direction of "worse")
-HARM_SIGNALS = (("dev_risk", "DEV", "estimated target risk", 1), ("atc", "ATC", "estimated target accuracy", -1),
-                ("snd", "SND", "SND", -1))
+# the target signals that judge an adapted model against source-only: (criterion, what it is, +1 if higher is worse)
+HARM_SIGNALS = (("dev_risk", "estimated target risk", 1), ("atc", "estimated target accuracy", -1), ("snd", "SND", -1))
 
 
 def mean_entropy(logits: torch.Tensor) -> float:
@@ -181,8 +182,8 @@ def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: s
     others = [(c, pick_across(histories, c)) for c in ESTIMATORS]
     others = [(c, p) for c, p in others if p and rec and p["model"] != rec["model"]]
     if others:
-        said = ", ".join(f"{CRITERIA[c][2].split(' (')[0]} picks {p['model']} ({p['at']})" for c, p in others)
-        notes.append(f"The label-free rules disagree: {CRITERIA[RECOMMENDED][2]} picks {rec['model']} ({rec['at']}), "
+        said = ", ".join(f"{SHORT[c]} picks {p['model']} ({p['at']})" for c, p in others)
+        notes.append(f"The label-free rules disagree: {SHORT[RECOMMENDED]} picks {rec['model']} ({rec['at']}), "
                      f"{said}; without target labels none of them can be confirmed.")
     if baseline in histories:
         base = histories[baseline][0][-1]
@@ -204,7 +205,7 @@ def selection_warnings(histories: dict[str, tuple[list[dict], str]], baseline: s
 def _harm(name: str, last: dict, baseline: str, base: dict) -> list[str]:
     """What the target signals say about ``name`` against ``baseline`` at their last epochs: all of them
     worse is said as possible harm, some of them as mixed evidence, none as nothing."""
-    signals = [(label, what, last[c], base[c], sign * (last[c] - base[c]) > 0) for c, label, what, sign in HARM_SIGNALS
+    signals = [(SHORT[c], what, last[c], base[c], sign * (last[c] - base[c]) > 0) for c, what, sign in HARM_SIGNALS
                if last.get(c) is not None and base.get(c) is not None and np.isfinite(last[c]) and np.isfinite(base[c])]
     worse = [s for s in signals if s[4]]
     if not worse:
