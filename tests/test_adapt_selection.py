@@ -109,12 +109,14 @@ def test_picks_across_models_and_the_warnings_follow_the_numbers():
     assert rows["source validation accuracy"]["model"] == "source only"
     assert rows["target entropy"]["recommended"] == "yes" and rows["target entropy"]["at"] == "round 2"
     assert rows["ORACLE: best on target test"]["at"] == "round 2" and rows["ORACLE: best on target test"]["target test acc"] == 0.92
-    # DEV picks VADA, the recommended rule (entropy) VADA + DIRT-T: the disagreement is said; ATC ties on VADA too
-    notes = selection_warnings(pool, baseline="source only")
-    assert len(notes) == 1 and "disagree" in notes[0] and "target entropy picks VADA + DIRT-T (round 2)" in notes[0]
-    assert "DEV picks VADA (epoch 2)" in notes[0]
-    pool["VADA + DIRT-T"][0][1].update(dev_risk=0.5, atc=0.95)  # both estimators now agree with entropy's model
+    # DEV picks VADA, the recommended rule (entropy) VADA + DIRT-T, its refinement: no disagreement
     assert selection_warnings(pool, baseline="source only") == []
+    # DEV moves to source-only: another model, said
+    pool["source only"][0][0]["dev_risk"] = 0.1
+    notes = [n for n in selection_warnings(pool, baseline="source only") if "disagree" in n]
+    assert len(notes) == 1 and "target entropy picks VADA + DIRT-T (round 2)" in notes[0]
+    assert "DEV picks source only (epoch 1)" in notes[0] and "ATC" not in notes[0]
+    pool["source only"][0][0]["dev_risk"] = 1.0
     # an adapted model that every target signal rates below source-only: said plainly; some of them: mixed
     pool["VADA"][0][1].update(dev_risk=1.2, snd=4.0, atc=0.4)
     hurt = [n for n in selection_warnings(pool, "source only") if "VADA is worse" in n]
@@ -127,6 +129,9 @@ def test_picks_across_models_and_the_warnings_follow_the_numbers():
     assert not any("learned the labelled source task" in n for n in selection_warnings(pool, "source only", n_val=500))
     notes = [n for n in selection_warnings(pool, "source only", n_val=20000) if "learned the labelled" in n]
     assert len(notes) == 2 and "VADA learned" in notes[0] and "98.0% against 99.0%" in notes[0]
+    # DIRT-T refines on the target alone: its source accuracy is not held against it
+    notes = selection_warnings(pool, "source only", n_val=20000, target_alone=("VADA + DIRT-T",))
+    assert [n.split(" learned")[0] for n in notes if "learned the labelled" in n] == ["VADA"]
 
 
 def test_selection_text_says_agreement_or_repeats_the_warnings():
