@@ -11,6 +11,8 @@ row (all label-free scores) in F, so that another selection rule can be scored l
 
     python benchmarks/bench_adapt_methods.py --data-root ../shared/data --targets mnistm --methods dann,vada
     python benchmarks/bench_adapt_methods.py --targets mnistm --photos embedded --subset 10000 --epochs 5
+    python benchmarks/bench_adapt_methods.py --data-root ../shared/data --targets digits --histories d.json
+    python benchmarks/bench_adapt_methods.py --rescore d.json      # the rules' picks again, no training
 
 Target labels are read only to report accuracies; nothing here chooses a setting.
 """

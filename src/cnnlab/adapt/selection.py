@@ -49,7 +49,7 @@ SHORT = {"source_val_acc": "source validation accuracy", "dev_risk": "DEV", "tar
 # the rules that estimate the target's accuracy or risk, whose picks are compared with the recommended one's
 ESTIMATORS = ("dev_risk", "atc")
 # the target signals that judge an adapted model against source-only: (criterion, what it is, +1 if higher is worse)
-HARM_SIGNALS = (("dev_risk", "estimated target risk", 1), ("atc", "estimated target accuracy", -1), ("snd", "SND", -1))
+HARM_SIGNALS = (("dev_risk", "estimated target risk", 1), ("atc", "estimated target accuracy", -1), ("snd", "neighbourhood density", -1))
 
 
 def mean_entropy(logits: torch.Tensor) -> float:

@@ -17,7 +17,7 @@ One step on a source batch (xs, ys) and a target batch xt:
     L = CE(source) + L_domain + w_t · (H(target) + KL(p(xt)‖p(net(xt + r_t)))) [+ w_s · VAT(source)]
 
 The network has no batch statistics or dropout, so the main pass's target logits are the clean logits
-VAT needs (the authors' code reuses them too): no separate clean pass (docs/checks/part_c.md, step time).
+VAT needs (the authors' code reuses them too): no separate clean pass (docs/checks/part_c.md, session 14).
 
 ``adversary="confusion"`` (VADA_DEFAULTS; as the authors' code): L_domain = BCE(D(sg(f)), d) + λ · BCE(sg(D)(f), 1 − d),
 with sg = stop-gradient and d = 1 for source, 0 for target: the head learns the domains, the features learn
