@@ -52,14 +52,14 @@ ESTIMATORS = ("dev_risk", "atc")
 HARM_SIGNALS = (("dev_risk", "estimated target risk", 1), ("atc", "estimated target accuracy", -1), ("snd", "neighbourhood density", -1))
 
 
-def mean_entropy(logits: torch.Tensor) -> float:
-    logp = torch.log_softmax(logits.float(), dim=1)
-    return float(-(logp.exp() * logp).sum(1).mean())
-
-
-def _neg_entropy(logits: torch.Tensor) -> np.ndarray:
+def entropies(logits: torch.Tensor) -> torch.Tensor:
+    """Each row's prediction entropy H(softmax(logits)) in nats (float64)."""
     logp = torch.log_softmax(logits.double(), dim=1)
-    return (logp.exp() * logp).sum(1).numpy()
+    return -(logp.exp() * logp).sum(1)
+
+
+def mean_entropy(logits: torch.Tensor) -> float:
+    return float(entropies(logits).mean())
 
 
 def average_thresholded_confidence(val_logits: torch.Tensor, val_labels: torch.Tensor,
@@ -69,8 +69,8 @@ def average_thresholded_confidence(val_logits: torch.Tensor, val_labels: torch.T
     if len(val_labels) == 0 or len(target_logits) == 0:
         return float("nan")
     acc = float((val_logits.argmax(1) == val_labels).double().mean())
-    t = np.quantile(_neg_entropy(val_logits), 1.0 - acc)
-    return float((_neg_entropy(target_logits) > t).mean())
+    t = np.quantile(-entropies(val_logits).numpy(), 1.0 - acc)
+    return float((-entropies(target_logits).numpy() > t).mean())
 
 
 def soft_neighbourhood_density(logits: torch.Tensor, temperature: float = 0.05) -> float:
