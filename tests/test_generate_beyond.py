@@ -197,9 +197,11 @@ def test_cli_preset_and_flags_override_it(tmp_path, patched_judge):
 
     out = tmp_path / "strong"
     assert main(["gan", "train", "--dry-run", "--preset", "strong", "--ema", "0", "--ngf", "8", "--ndf", "8",
-                 "--out", str(out)]) == 0
+                 "--lr-d", "1e-4", "--batch-size", "32", "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())["config"]
     assert cfg["loss"] == "hinge" and cfg["spectral_norm"] is True and cfg["ema"] == 0.0
+    # the preset's Adam, except what a flag set
+    assert (cfg["beta1"], cfg["beta2"], cfg["lr_g"], cfg["lr_d"], cfg["batch_size"]) == (0.0, 0.9, 1e-3, 1e-4, 32)
     assert main(["gan", "train", "--dry-run", "--r1", "-1", "--out", str(tmp_path / "bad")]) == 2
 
 
