@@ -399,7 +399,7 @@ def _draw(run, cfg, state, data, final_m, fake, fixed, nrow, cond) -> None:
 
 # --preset: named sets of settings on top of the course's defaults. "strong" combines the practice that
 # measurably lowered the Fréchet distance at the course's size, batch and budget: SN-GAN's hinge loss and
-# spectrally normalised D, an EMA generator, Adam with β = (0, 0.9) as SAGAN/BigGAN use it and twice the
+# spectrally normalised D, an EMA generator, Adam with β = (0, 0.9) as SAGAN (Zhang et al. 2019) trains, and twice the
 # course's learning rates (chosen on development seeds 10 and 11: docs/checks/part_d.md, session 15).
 PRESETS: dict[str, dict] = {
     "course": {},
