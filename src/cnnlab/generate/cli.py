@@ -30,7 +30,8 @@ def _add_settings(p: argparse.ArgumentParser, *, sweep: bool = False) -> None:
                         "(default: mnist when --data-root holds it, else mnist-embedded)")
     g.add_argument("--size", type=int, default=d.size, choices=(32, 64), help="image size (64: one more block; default 32)")
     g.add_argument("--epochs", type=int, default=d.epochs, help="default %(default)s")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, help="default %(default)s")
+    # default None, as the settings below: a flag given wins over the preset, one not given keeps the preset's value
+    g.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
     g.add_argument("--subset", type=int, default=None, help="train on the first N images only")
     if not sweep:
         g.add_argument("--nz", type=int, default=d.nz, help="latent size (default %(default)s)")
@@ -86,10 +87,11 @@ def _dataset(args) -> str:
 def _base_config(args):
     from cnnlab.generate.train import PRESETS, GANConfig, config_from
 
-    base = GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs, batch_size=args.batch_size,
+    base = GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs,
                      subset=args.subset, sample_every=args.sample_every, eval_samples=args.eval_samples,
                      judge=args.judge, precision=args.precision, compile=args.compile, second_judge=args.second_judge)
-    return config_from(base, **PRESETS[args.preset])
+    given = {"batch_size": args.batch_size} if args.batch_size is not None else {}
+    return config_from(base, **{**PRESETS[args.preset], **given})
 
 
 # settings of `gan train` whose flags default to None (None: keep the preset's value)
