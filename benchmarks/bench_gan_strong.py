@@ -6,7 +6,8 @@ Every named variant of ``cnnlab gan sweep`` (or several joined by ``+``: ``ema+t
 after the other, so a loaded machine slows them alike. Each trained G is judged by BOTH judges
 (cnnlab's digitnet, seed 0, and the independent LeNet-5, seed 1) against the 10,000 MNIST test
 digits, the FD averaged over ``--eval-sets`` noise sets of 2,000, next to the real-data floor
-(2,000 real training digits through the same 32-px pipeline). The column ``FD train`` measures the
+(2,000 real training digits through the same 32-px pipeline) and, for the cDCGAN's conditional accuracy, the
+ceiling (each judge's accuracy on those real digits, and on the test digits). The column ``FD train`` measures the
 same samples against 10,000 *training* digits with the first judge: the number the presets were
 chosen on (docs/checks/part_d.md), so that no choice looks at test digits.
 
@@ -79,9 +80,14 @@ def main(argv=None) -> int:
     pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(12345))
     train_ref = real_reference(judges["digitnet"], data.train[pick[:min(10000, len(pick) - 2000)]])
     floors = {k: judge_metrics(j, data.train[pick[-2000:]], refs[k])["frechet"] for k, j in judges.items()}
+    # the conditional accuracy real digits reach: each judge's accuracy on them (2,000 training, all test digits)
+    ceilings = {k: (judge_metrics(j, data.train[pick[-2000:]], None, data.labels[pick[-2000:]])["cond_acc"],
+                    judge_metrics(j, data.test, None, data.test_labels)["cond_acc"]) for k, j in judges.items()}
     out = Path(args.out or tempfile.mkdtemp(prefix="bench-gan-strong-"))
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.epochs} epochs, "
-          f"real-data floor: digitnet {floors['digitnet']:.2f}, lenet5 {floors['lenet5']:.2f}", flush=True)
+          f"real-data floor: digitnet {floors['digitnet']:.2f}, lenet5 {floors['lenet5']:.2f}; conditional accuracy of "
+          "real digits (training / test): " + ", ".join(f"{k} {a:.4f} / {b:.4f}" for k, (a, b) in ceilings.items()),
+          flush=True)
 
     def judged(G, cfg, seed) -> dict:
         rows = []

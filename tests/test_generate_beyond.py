@@ -12,7 +12,7 @@ from cnnlab.generate.conditioning import CondBatchNorm2d, CondBNGenerator, Proje
 from cnnlab.ema import ema_copy, ema_decay, ema_update
 from cnnlab.generate.networks import build_gan, count_parameters
 from cnnlab.generate.steps import d_step, discriminator_loss, generator_loss, r1_penalty
-from cnnlab.generate.train import PRESETS, GANConfig, config_from, train_gan
+from cnnlab.generate.train import GANConfig, config_from, preset_help, preset_settings, train_gan
 from test_generate_helpers import one_thread, patched_judge, tiny_judge  # noqa: F401  (fixtures)
 
 TINY = dict(dataset="mnist-embedded", ngf=8, ndf=8, subset=256, batch_size=64, eval_samples=100, sample_every=2,
@@ -141,7 +141,7 @@ def test_projection_discriminator_is_psi_plus_the_class_inner_product():
 
 def test_strong_preset_keeps_the_course_size():
     for model in ("dcgan", "cdcgan"):
-        cfg = config_from(GANConfig(model=model), **PRESETS["strong"])
+        cfg = config_from(GANConfig(model=model), **preset_settings("strong", model))
         G0, D0 = build_gan(model)
         G, D = build_gan(model, cond_arch=cfg.cond_arch, spectral_norm=cfg.spectral_norm)
         assert count_parameters(G) <= 1.5 * count_parameters(G0) and count_parameters(D) <= 1.5 * count_parameters(D0)
@@ -192,6 +192,22 @@ def test_second_judge_is_another_network_and_is_reported(tmp_path, monkeypatch):
     assert m["real_judge2"]["frechet"] < m["final_judge2"]["frechet"]  # real digits: the floor
 
 
+def test_real_digits_give_the_conditional_accuracy_ceiling(tmp_path):
+    """metrics["real"] of a cDCGAN holds the judge's accuracy on as many real training digits (the most a G
+    reproducing them would reach); an unconditional run has no such number."""
+    from cnnlab.generate.data import load_gan_data
+
+    runs = {m: train_gan(GANConfig(**{**TINY, "model": m}, epochs=1), out=tmp_path / m, seed=0, judge=tiny_judge(),
+                         figures=False) for m in ("cdcgan", "dcgan")}
+    real = {m: json.loads((r.root / "metrics.json").read_text())["real"] for m, r in runs.items()}
+    data = load_gan_data(TINY["dataset"], size=32, subset=TINY["subset"])
+    pick = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(0))[:TINY["eval_samples"]]
+    _, probs = tiny_judge()(data.train[pick])
+    accuracy = float((probs.argmax(1) == data.labels[pick]).float().mean())
+    assert 0 < accuracy < 1 and real["cdcgan"]["cond_acc"] == pytest.approx(accuracy)
+    assert "cond_acc" not in real["dcgan"]
+
+
 def test_cli_preset_and_flags_override_it(tmp_path, patched_judge):
     from cnnlab.cli import main
 
@@ -202,7 +218,25 @@ def test_cli_preset_and_flags_override_it(tmp_path, patched_judge):
     assert cfg["loss"] == "hinge" and cfg["spectral_norm"] is True and cfg["ema"] == 0.0
     # the preset's Adam, except what a flag set
     assert (cfg["beta1"], cfg["beta2"], cfg["lr_g"], cfg["lr_d"], cfg["batch_size"]) == (0.0, 0.9, 1e-3, 1e-4, 32)
+    # the cDCGAN's preset keeps the course's learning rates and one-hot conditioning; a flag still wins
+    out = tmp_path / "cstrong"
+    assert main(["gan", "train", "--dry-run", "--preset", "strong", "--model", "cdcgan", "--ngf", "8", "--ndf", "8",
+                 "--lr-g", "3e-4", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())["config"]
+    assert (cfg["cond_arch"], cfg["lr_d"], cfg["lr_g"], cfg["beta1"], cfg["ema"]) == ("concat", 2e-4, 3e-4, 0.0, 0.999)
     assert main(["gan", "train", "--dry-run", "--r1", "-1", "--out", str(tmp_path / "bad")]) == 2
+
+
+def test_the_presets_variants_are_the_preset():
+    """`gan sweep`'s strong variants train what `gan train --preset strong` trains, model by model."""
+    from cnnlab.generate.studies import variant_config
+
+    base = GANConfig()
+    assert variant_config("strong", base) == config_from(base, **preset_settings("strong"))
+    c = variant_config("cdcgan-strong", base)
+    assert c == config_from(base, model="cdcgan", **preset_settings("strong", "cdcgan"))
+    assert (c.lr_d, c.lr_g, c.cond_arch, c.loss, c.spectral_norm) == (base.lr_d, base.lr_g, "concat", "hinge", True)
+    assert "for the cdcgan: lr-d 0.0002, lr-g 0.0005" in preset_help("strong")
 
 
 def test_strong_text_follows_the_numbers_of_both_judges():

@@ -85,13 +85,13 @@ def _dataset(args) -> str:
 
 
 def _base_config(args):
-    from cnnlab.generate.train import PRESETS, GANConfig, config_from
+    from cnnlab.generate.train import GANConfig, config_from, preset_settings
 
     base = GANConfig(dataset=_dataset(args), size=args.size, epochs=args.epochs,
                      subset=args.subset, sample_every=args.sample_every, eval_samples=args.eval_samples,
                      judge=args.judge, precision=args.precision, compile=args.compile, second_judge=args.second_judge)
     given = {"batch_size": args.batch_size} if args.batch_size is not None else {}
-    return config_from(base, **{**PRESETS[args.preset], **given})
+    return config_from(base, **{**preset_settings(args.preset, getattr(args, "model", None) or base.model), **given})
 
 
 # settings of `gan train` whose flags default to None (None: keep the preset's value)
@@ -121,10 +121,11 @@ def _cmd_train(args) -> int:
     f2, real = res.metrics.get("final_judge2", {}), res.metrics.get("real", {})
     second = f" (second judge, LeNet-5: {f2['frechet']:.2f})" if "frechet" in f2 else ""
     floor = f" [real digits: {real['frechet']:.2f}]" if "frechet" in real else ""
+    ceiling = f" [real digits: {real['cond_acc']:.3f}]" if "cond_acc" in real else ""  # the judge's accuracy on them
     parts = [f"Fréchet distance {f['frechet']:.2f}{second}{floor}" if "frechet" in f else "",
              f"class entropy {f['class_entropy']:.2f}/{f['max_entropy']:.2f} bits" if "class_entropy" in f else "",
              f"confidence {f['confidence']:.3f}" if "confidence" in f else "",
-             f"conditional accuracy {f['cond_acc']:.3f}" if "cond_acc" in f else ""]
+             f"conditional accuracy {f['cond_acc']:.3f}{ceiling}" if "cond_acc" in f else ""]
     print(f"{cfg.model} on {cfg.dataset}: {', '.join(p for p in parts if p)}; "
           f"{res.metrics['images_per_s']:.0f} images/s")
     print(f"run folder: {res.root}")

@@ -19,6 +19,8 @@ from cnnlab.report.claims import compare_relative, compare_seed_means
 JUDGES = {"final": "digitnet (seed 0)", "final_judge2": "LeNet-5 (seed 1)"}
 LABELS = {"default": "the course's DCGAN", "strong": "DCGAN, --preset strong", "cdcgan": "the course's cDCGAN",
           "cdcgan-strong": "cDCGAN, --preset strong"}
+COND_WORDS = {"concat": "y as the course's concatenated one-hot inputs",
+              "projection": "y through class-conditional BatchNorm in G and a projection D"}
 
 
 def seed_metrics(ctx, name: str, cfg, first: dict, root: Path, *, data, judge, data_root, seeds: int) -> list[dict]:
@@ -115,9 +117,12 @@ def beyond_section(ctx, *, base, rows, metrics, sweep, data, judge, data_root, r
         path = Run.open(sweep.root).save_figure(figures.side_by_side_figure(grids), "strong_vs_course")
         s.figure(path, "the course's settings (left of each pair) and the strong preset, the same noise")
     if "cdcgan-strong" in rows and "cdcgan" in rows:
+        arch = COND_WORDS[variant_config("cdcgan-strong", base).cond_arch]
         s.text(f"The conditional models (widths ngf {widths['ngf']}, ndf {widths['ndf']}, one seed): conditional "
-               f"accuracy {num(rows['cdcgan'].get('cond_acc'), '.3f')} with the course's concatenated one-hot inputs, "
-               f"{num(rows['cdcgan-strong'].get('cond_acc'), '.3f')} with class-conditional BatchNorm and a projection D.")
+               f"accuracy {num(rows['cdcgan'].get('cond_acc'), '.3f')} with the course's settings, "
+               f"{num(rows['cdcgan-strong'].get('cond_acc'), '.3f')} with the preset ({arch}); as many real "
+               f"training digits score {num(metrics['cdcgan'].get('real', {}).get('cond_acc'), '.3f')} (the judge's "
+               "own accuracy on them, the most a G that reproduces its digits would reach).")
     return s
 
 

@@ -17,8 +17,8 @@ import torch
 
 from cnnlab.errors import CnnlabError, TrainingDiverged
 from cnnlab.generate import figures
-from cnnlab.generate.train import (PRESETS, GANConfig, GANData, config_from, load_gan_data, preset_help, sample,
-                                   train_gan)
+from cnnlab.generate.train import (GANConfig, GANData, config_from, load_gan_data, preset_help, preset_settings,
+                                   sample, train_gan)
 from cnnlab.precision import use_bf16
 from cnnlab.runs import Run, resolve_device
 
@@ -64,11 +64,11 @@ VARIANTS: dict[str, Variant] = {
                              lambda b: {"spectral_norm": True}),
     "hinge": Variant("the hinge loss for D and G", "beyond", lambda b: {"loss": "hinge"}),
     "r1": Variant("an R1 gradient penalty on real images (γ = 1, every 16 steps)", "beyond", lambda b: {"r1": 1.0}),
-    "strong": Variant("--preset strong: " + preset_help("strong"), "beyond", lambda b: dict(PRESETS["strong"])),
+    "strong": Variant("--preset strong: " + preset_help("strong"), "beyond", lambda b: preset_settings("strong")),
     "cdcgan-projection": Variant("cDCGAN with class-conditional BatchNorm in G and a projection D", "beyond",
                                  lambda b: {"model": "cdcgan", "cond_arch": "projection"}),
     "cdcgan-strong": Variant("cDCGAN with --preset strong", "beyond",
-                             lambda b: {"model": "cdcgan", **PRESETS["strong"]}),
+                             lambda b: {"model": "cdcgan", **preset_settings("strong", "cdcgan")}),
 }
 
 
