@@ -237,6 +237,14 @@ def test_the_presets_variants_are_the_preset():
     assert c == config_from(base, model="cdcgan", **preset_settings("strong", "cdcgan"))
     assert (c.lr_d, c.lr_g, c.cond_arch, c.loss, c.spectral_norm) == (base.lr_d, base.lr_g, "concat", "hinge", True)
     assert "for the cdcgan: lr-d 0.0002, lr-g 0.0005" in preset_help("strong")
+    # `gan sweep --preset strong`: a variant that switches to the cDCGAN gets the cDCGAN's preset, as `gan train` does
+    from cnnlab.generate.cli import _preset_per_model
+
+    strong = config_from(base, **preset_settings("strong"))
+    extra = _preset_per_model("strong", ["default", "ema", "cdcgan"], strong)
+    assert extra == {"cdcgan": {"lr_d": base.lr_d, "lr_g": base.lr_g}}
+    assert variant_config("cdcgan", strong, extra["cdcgan"]) == variant_config("cdcgan-strong", base)
+    assert _preset_per_model("course", ["cdcgan"], base) == {}
 
 
 def test_strong_text_follows_the_numbers_of_both_judges():

@@ -132,6 +132,17 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _preset_per_model(preset: str, names: list[str], base) -> dict[str, dict]:
+    """A variant that switches the model (``cdcgan``) gets the preset's settings for that model, as
+    ``gan train --preset P --model M`` would: the base config holds the DCGAN's."""
+    from cnnlab.generate.studies import VARIANTS, variant_config
+    from cnnlab.generate.train import PRESET_MODELS
+
+    per_model = PRESET_MODELS.get(preset, {})
+    models = {n: variant_config(n, base).model for n in names if n in VARIANTS}
+    return {n: per_model[m] for n, m in models.items() if m != base.model and m in per_model}
+
+
 def _cmd_sweep(args) -> int:
     from cnnlab.generate.studies import VARIANTS, run_sweep
     from cnnlab.runs import seed_everything
@@ -140,7 +151,7 @@ def _cmd_sweep(args) -> int:
     base = _dry(_base_config(args), args)
     seed_everything(args.seed)
     res = run_sweep(names, base=base, out=args.out, seed=args.seed, device=args.device, data_root=args.data_root,
-                    download=args.download, resume=args.resume)
+                    download=args.download, resume=args.resume, extra=_preset_per_model(args.preset, names, base))
     print(f"{len(res.rows)} variants; table: {res.table}\ncomparison grid: {res.grid}")
     return 0
 
