@@ -408,7 +408,7 @@ PRESETS: dict[str, dict] = {
     "strong": {"ema": 0.999, "loss": "hinge", "spectral_norm": True, "beta1": 0.0, "beta2": 0.9,
                "lr_d": 4e-4, "lr_g": 1e-3},
 }
-# what a preset sets differently for one model. The cDCGAN (16× the DCGAN's parameters at the course's widths)
+# what a preset sets differently for one model. The cDCGAN (8× the DCGAN's G and 16× its D at the course's widths)
 # keeps the course's learning rates and one-hot conditioning: at twice the rates its digits match the asked class
 # less often (development seed 10, docs/checks/part_d.md, session 16)
 PRESET_MODELS: dict[str, dict[str, dict]] = {
